@@ -1,0 +1,1 @@
+"""Shared primitives (hashing, UTC time, ids). Imports nothing else from Keel."""

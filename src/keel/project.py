@@ -1,0 +1,100 @@
+"""The Project: one object that resolves configuration into stores. Every API and CLI call goes
+through it; nothing is read or opened until first used.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keel.config import CONFIG_FILE, DEFAULT_YAML, KeelConfig, load_config
+from keel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keel.artifacts import ArtifactStore
+    from keel.metadata import MetadataStore
+
+PROJECT_DIR_ENV = "KEEL_PROJECT_DIR"
+
+
+class Project:
+    """A Keel project rooted at the folder that holds keel.yaml.
+
+    >>> project = Project.discover()          # keel.yaml here or above, else this folder
+    >>> project.metadata, project.artifacts   # opened lazily
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.config: KeelConfig = load_config(self.root, environ=environ, overrides=overrides)
+
+    @classmethod
+    def discover(
+        cls, start: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None
+    ) -> Project:
+        """Find the project: $KEEL_PROJECT_DIR, else the nearest folder with keel.yaml from
+        ``start`` (default: the working directory) upwards, else ``start`` itself."""
+        if start is None and os.environ.get(PROJECT_DIR_ENV):
+            return cls(os.environ[PROJECT_DIR_ENV], overrides=overrides)
+        here = Path(start or Path.cwd()).resolve()
+        for folder in (here, *here.parents):
+            if (folder / CONFIG_FILE).is_file():
+                return cls(folder, overrides=overrides)
+        return cls(here, overrides=overrides)
+
+    @property
+    def user(self) -> str:
+        if self.config.user:
+            return self.config.user
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return "unknown"
+
+    @cached_property
+    def metadata(self) -> MetadataStore:
+        from keel.metadata import MetadataStore
+
+        return MetadataStore(self.config.metadata.url, root=self.root)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        from keel.artifacts import ArtifactStore
+
+        return ArtifactStore(
+            self.config.artifacts.url, options=self.config.artifacts.options, root=self.root
+        )
+
+    @property
+    def keel_dir(self) -> Path:
+        return self.root / ".keel"
+
+    def close(self) -> None:
+        if "metadata" in self.__dict__:
+            self.metadata.dispose()
+
+
+def init_project(directory: str | Path, *, name: str | None = None, force: bool = False) -> Path:
+    """Create keel.yaml (with commented defaults) and .keel/ in ``directory``; returns the file."""
+    root = Path(directory).resolve()
+    file = root / CONFIG_FILE
+    if file.exists() and not force:
+        raise ConfigError(f"{file} already exists; edit it, or pass --force to overwrite it")
+    root.mkdir(parents=True, exist_ok=True)
+    file.write_text(DEFAULT_YAML.format(project=name or root.name or "keel-project"), "utf-8")
+    (root / ".keel").mkdir(exist_ok=True)
+    ignore = root / ".gitignore"
+    lines = ignore.read_text("utf-8").splitlines() if ignore.exists() else []
+    if ".keel/" not in lines:
+        ignore.write_text("\n".join([*lines, ".keel/"]) + "\n", "utf-8")
+    return file
