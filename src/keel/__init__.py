@@ -1,5 +1,132 @@
-"""Keel: get machine-learning models out of the notebook and keep them healthy in production."""
+"""Keel: get machine-learning models out of the notebook and keep them healthy in production.
+
+    import keel
+
+    with keel.start_run(experiment="fraud") as run:
+        run.log_params({"model": "lgbm"})
+        run.log_metric("auc", 0.93)
+        version = run.log_model(model, name="fraud", input_example=X.head())
+    keel.set_alias("fraud", "champion", version.version, reason="best AUC")
+    keel.load_model("fraud@champion").predict(X_new)
+
+Names resolve lazily on first use, so ``import keel`` stays fast (no SQLAlchemy, pandas or
+model libraries are imported until they are needed).
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "ArtifactCorruptedError": "keel.errors",
+    "ConfigError": "keel.errors",
+    "FilterSyntaxError": "keel.errors",
+    "FlavorError": "keel.errors",
+    "InvalidInputError": "keel.errors",
+    "KeelError": "keel.errors",
+    "LoadedModel": "keel.registry.loaded",
+    "ModelVersion": "keel.registry.versions",
+    "NotFoundError": "keel.errors",
+    "Project": "keel.project",
+    "ProjectNotFoundError": "keel.errors",
+    "Run": "keel.tracking.run",
+    "RunInfo": "keel.tracking.records",
+    "SchemaTooNewError": "keel.errors",
+    "SignatureError": "keel.errors",
+    "StateError": "keel.errors",
+    "StoreError": "keel.errors",
+    "active_run": "keel.tracking.fluent",
+    "alias_history": "keel.api",
+    "approve": "keel.api",
+    "archive": "keel.api",
+    "compare_runs": "keel.api",
+    "delete_alias": "keel.api",
+    "get_model_version": "keel.api",
+    "get_run": "keel.api",
+    "init_project": "keel.project",
+    "lineage": "keel.api",
+    "list_models": "keel.api",
+    "list_runs": "keel.api",
+    "load_model": "keel.api",
+    "log_artifact": "keel.tracking.fluent",
+    "log_input": "keel.tracking.fluent",
+    "log_metric": "keel.tracking.fluent",
+    "log_metrics": "keel.tracking.fluent",
+    "log_param": "keel.tracking.fluent",
+    "log_params": "keel.tracking.fluent",
+    "models_using": "keel.api",
+    "register_model": "keel.api",
+    "search_runs": "keel.api",
+    "set_alias": "keel.api",
+    "set_tag": "keel.tracking.fluent",
+    "set_tags": "keel.tracking.fluent",
+    "start_run": "keel.tracking.fluent",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from keel.api import (
+        alias_history,
+        approve,
+        archive,
+        compare_runs,
+        delete_alias,
+        get_model_version,
+        get_run,
+        lineage,
+        list_models,
+        list_runs,
+        load_model,
+        models_using,
+        register_model,
+        search_runs,
+        set_alias,
+    )
+    from keel.errors import (
+        ArtifactCorruptedError,
+        ConfigError,
+        FilterSyntaxError,
+        FlavorError,
+        InvalidInputError,
+        KeelError,
+        NotFoundError,
+        ProjectNotFoundError,
+        SchemaTooNewError,
+        SignatureError,
+        StateError,
+        StoreError,
+    )
+    from keel.project import Project, init_project
+    from keel.registry.loaded import LoadedModel
+    from keel.registry.versions import ModelVersion
+    from keel.tracking.fluent import (
+        active_run,
+        log_artifact,
+        log_input,
+        log_metric,
+        log_metrics,
+        log_param,
+        log_params,
+        set_tag,
+        set_tags,
+        start_run,
+    )
+    from keel.tracking.records import RunInfo
+    from keel.tracking.run import Run
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,90 @@
+"""`keel demo`: the whole platform, end to end, on the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from keel.demo.pipeline import DemoResult
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+def demo(
+    directory: Path = typer.Option(
+        Path("keel-demo"), "--dir", help="Folder for the demo project (recreated on each run)."
+    ),
+    rows: int = typer.Option(1_000_000, "--rows", min=10_000, help="Transactions to generate."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the synthetic data and the models."),
+) -> None:
+    """Generate a card-transaction stream, train two fraud models as tracked runs, register
+    them, promote the better one to champion and show its lineage."""
+    import time
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from keel.cli.output import console
+    from keel.demo.pipeline import STEPS, prepare_directory, run_demo
+
+    directory = directory.resolve()
+    prepare_directory(directory)
+    started = time.perf_counter()
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        tasks = [progress.add_task(step, start=False, total=1) for step in STEPS]
+
+        def on_step(index: int) -> None:
+            if index > 0:
+                progress.update(tasks[index - 1], completed=1)
+                progress.stop_task(tasks[index - 1])
+            progress.start_task(tasks[index])
+
+        result = run_demo(directory, n_rows=rows, seed=seed, on_step=on_step)
+        progress.update(tasks[-1], completed=1)
+        progress.stop_task(tasks[-1])
+    _summary(result, time.perf_counter() - started)
+
+
+def _summary(result: DemoResult, seconds: float) -> None:
+    from rich.rule import Rule
+
+    from keel.cli.lineage import _print_tree
+    from keel.cli.output import console, print_table
+    from keel.demo.pipeline import EXPERIMENT, MODEL_NAME
+    from keel.registry.aliases import alias_history
+    from keel.registry.lineage import lineage
+    from keel.tracking.query import search_runs
+
+    project = result.project
+    console.print(Rule(f"Keel demo — {result.rows:,} transactions, {seconds:.1f} s"))
+    runs = search_runs(project, f"experiment = '{EXPERIMENT}'", order_by="metrics.auc DESC")
+    print_table(
+        "Runs, best first (keel runs search \"experiment = 'fraud-demo'\" --order-by "
+        "'metrics.auc DESC')",
+        ["run", "name", "status", "auc", "avg precision", "git commit"],
+        [
+            (r.id[:12], r.name, r.status, r.metrics.get("auc"), r.metrics.get("average_precision"),
+             (r.git_commit or "")[:10])
+            for r in runs
+        ],
+    )
+    print_table(
+        f"Alias history of '{MODEL_NAME}' (keel models history {MODEL_NAME})",
+        ["when", "alias", "from", "to", "by", "why"],
+        [
+            (c.at, c.alias, c.from_version, c.to_version, c.author, c.reason)
+            for c in alias_history(project, MODEL_NAME)
+        ],
+    )
+    console.print(f"Lineage of the champion (keel lineage {MODEL_NAME}@champion):")
+    _print_tree(lineage(project, f"{MODEL_NAME}@champion"))
+    console.print(
+        f"\nThe demo project is in {project.root}. Try: cd {project.root} && keel models show "
+        f"{MODEL_NAME} && keel lineage --dataset {result.dataset_sha256[:12]}"
+    )

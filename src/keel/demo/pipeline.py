@@ -1,0 +1,218 @@
+"""The end-to-end demo: version the data, train two fraud models as tracked runs, register
+them, approve the better one and make it champion. The CLI (`keel demo`) prints the results.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keel.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from keel.demo.data import DemoData
+    from keel.project import Project
+    from keel.registry.versions import ModelVersion
+    from keel.tracking.run import Run
+
+MARKER = ".keel-demo"
+MODEL_NAME = "fraud"
+EXPERIMENT = "fraud-demo"
+STEPS = (
+    "Create the demo project",
+    "Generate the transaction stream",
+    "Compute fraud features",
+    "Train a logistic regression (tracked run)",
+    "Train a LightGBM model (tracked run)",
+    "Register, approve and promote the champion",
+)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    project: Project
+    rows: int
+    dataset_sha256: str
+    champion: ModelVersion
+    challenger: ModelVersion
+    run_ids: list[str]
+
+
+def prepare_directory(directory: Path) -> None:
+    """Start from a clean folder: reuse one made by an earlier demo, refuse anything else."""
+    if directory.exists():
+        if not (directory / MARKER).exists() and any(directory.iterdir()):
+            raise InvalidInputError(
+                f"{directory} exists and was not made by `keel demo`; "
+                "pass another folder with --dir, or remove it"
+            )
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    (directory / MARKER).write_text("made by `keel demo`; safe to delete\n", "utf-8")
+
+
+def run_demo(
+    directory: Path,
+    *,
+    n_rows: int = 1_000_000,
+    seed: int = 7,
+    on_step: Callable[[int], None] = lambda _: None,
+) -> DemoResult:
+    """Run the whole demo in ``directory``; ``on_step(i)`` is called as step i of STEPS starts."""
+    from keel.demo.data import generate, write_parquet
+    from keel.demo.features import build_features
+
+    on_step(0)
+    project = _create_project(directory)
+    on_step(1)
+    data = generate(n_rows=n_rows, seed=seed)
+    paths = write_parquet(data, directory / "data")
+    from keel.core.hashing import sha256_file
+
+    dataset_sha, _ = sha256_file(paths["transactions"])
+    on_step(2)
+    train, valid = _split(build_features(data), data)
+    dataset = {"ref": dataset_sha, "path": "data/transactions.parquet", "rows": len(train)}
+    on_step(3)
+    logreg = _train(project, "logreg", train, valid, dataset, seed)
+    on_step(4)
+    lgbm = _train(project, "lightgbm", train, valid, dataset, seed)
+    on_step(5)
+    champion, challenger = _promote(project, logreg, lgbm)
+    return DemoResult(
+        project=project,
+        rows=len(data.transactions),
+        dataset_sha256=dataset_sha,
+        champion=champion,
+        challenger=challenger,
+        run_ids=[v.run_id or "" for v in (logreg[0], lgbm[0])],
+    )
+
+
+def _create_project(directory: Path) -> Project:
+    from keel.project import Project, init_project
+
+    file = init_project(directory, name="keel-demo", force=True)
+    # The demo shows the approval workflow: champion may only point at an approved version.
+    text = file.read_text("utf-8").replace("require_approval: []", "require_approval: [champion]")
+    file.write_text(text, "utf-8")
+    with (directory / ".gitignore").open("a", encoding="utf-8") as ignore:
+        ignore.write(f"{MARKER}\ndata/\n")  # data is versioned by content hash, not by git
+    _git(directory, "init", "-q", "-b", "main")
+    _git(directory, "add", "keel.yaml", ".gitignore")
+    _git(directory, "-c", "user.name=Keel demo", "-c", "user.email=demo@keel.dev", "commit",
+         "-q", "-m", "Keel demo project")
+    return Project(directory, environ={})
+
+
+def _git(directory: Path, *args: str) -> None:
+    # The demo's runs record a real commit when git exists; without git they record none.
+    try:
+        subprocess.run(["git", *args], cwd=directory, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return
+
+
+def _split(features: pd.DataFrame, data: DemoData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train on the weeks before the marketing campaign, validate on the campaign weeks."""
+    scenario = data.scenario
+    ts = features["event_timestamp"]
+    train = features[ts < scenario.campaign_start]
+    valid = features[(ts >= scenario.campaign_start) & (ts < scenario.fraud_shift_start)]
+    return train, valid
+
+
+def _train(
+    project: Project,
+    kind: str,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    dataset: dict[str, Any],
+    seed: int,
+) -> tuple[ModelVersion, float]:
+    from keel.demo.features import FEATURES, LABEL
+    from keel.tracking.fluent import start_run
+
+    with start_run(EXPERIMENT, name=f"{kind}-baseline", project=project) as run:
+        run.set_seed(seed)
+        run.log_input("dataset", dataset["ref"], name=dataset["path"], details=dataset)
+        run.log_params(
+            {
+                "model": kind,
+                "features": ",".join(FEATURES),
+                "train_rows": len(train),
+                "train_end": str(valid["event_timestamp"].min().date()),
+                "valid_rows": len(valid),
+            }
+        )
+        model = _fit(kind, run, train[FEATURES], train[LABEL], valid[FEATURES], valid[LABEL], seed)
+        scores = model.predict_proba(valid[FEATURES])[:, 1]
+        auc = _log_quality(run, valid[LABEL].to_numpy(), scores)
+        version = run.log_model(
+            model,
+            MODEL_NAME,
+            input_example=valid[FEATURES].head(50),
+            description=f"{kind} on {len(FEATURES)} transaction features",
+        )
+    return version, auc
+
+
+def _fit(
+    kind: str, run: Run, x: pd.DataFrame, y: pd.Series, xv: pd.DataFrame, yv: pd.Series, seed: int
+) -> Any:
+    if kind == "logreg":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        run.log_params({"C": 1.0, "max_iter": 300})
+        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=300)).fit(x, y)
+    import lightgbm as lgb
+
+    params = {"n_estimators": 150, "learning_rate": 0.08, "num_leaves": 31}
+    run.log_params(params)
+    model = lgb.LGBMClassifier(**params, random_state=seed, verbose=-1, deterministic=True)
+
+    def log_iteration(env: Any) -> None:  # one point per boosting round: a metric series
+        for _, metric, value, _ in env.evaluation_result_list:
+            run.log_metric(f"valid_{metric}", value, step=env.iteration)
+
+    model.fit(x, y, eval_X=(xv,), eval_y=(yv,), eval_metric="auc", callbacks=[log_iteration])
+    return model
+
+
+def _log_quality(run: Run, y: Any, scores: Any) -> float:
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    auc = float(roc_auc_score(y, scores))
+    run.log_metrics(
+        {
+            "auc": auc,
+            "average_precision": float(average_precision_score(y, scores)),
+            "log_loss": float(log_loss(y, scores)),
+        }
+    )
+    return auc
+
+
+def _promote(
+    project: Project, a: tuple[ModelVersion, float], b: tuple[ModelVersion, float]
+) -> tuple[ModelVersion, ModelVersion]:
+    from keel.registry.aliases import set_alias, transition
+    from keel.registry.versions import get_model_version
+
+    (best, best_auc), (other, other_auc) = sorted([a, b], key=lambda pair: -pair[1])
+    reason = f"validation AUC {best_auc:.4f} vs {other_auc:.4f} (campaign weeks)"
+    transition(project, MODEL_NAME, best.version, "approved", reason=reason)
+    set_alias(project, MODEL_NAME, "champion", best.version, reason=reason)
+    set_alias(project, MODEL_NAME, "challenger", other.version, reason="runner-up")
+    return (
+        get_model_version(project, f"{MODEL_NAME}@champion"),
+        get_model_version(project, f"{MODEL_NAME}@challenger"),
+    )
