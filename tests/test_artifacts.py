@@ -18,7 +18,9 @@ def store(tmp_path: Path) -> ArtifactStore:
 
 @settings(max_examples=30, deadline=None)
 @given(data=st.binary(max_size=5000))
-def test_round_trip_is_named_by_content(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+def test_round_trip_is_named_by_content(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
     store = ArtifactStore(str(tmp_path_factory.mktemp("s")))
     info = store.put_bytes(data)
     assert info.sha256 == sha256_bytes(data)
@@ -68,3 +70,40 @@ def test_no_temporary_files_are_left(store: ArtifactStore) -> None:
         store.put_bytes(bytes([i]) * 100)
     leftovers = [p for p in Path(store.url).rglob("*") if ".tmp-" in p.name]
     assert leftovers == []
+
+
+@pytest.mark.s3
+def test_s3_store_round_trip_and_tamper(s3_server: object, s3_bucket: str) -> None:
+    from tests.support.s3_server import S3Server
+
+    assert isinstance(s3_server, S3Server)
+    store = ArtifactStore(f"s3://{s3_bucket}/artifacts", options=s3_server.fsspec_options)
+    info = store.put_bytes(b"weights" * 1000)
+    assert store.exists(info.sha256)
+    assert store.get_bytes(info.sha256) == b"weights" * 1000
+    # Overwrite the object behind Keel's back: the next read must refuse it.
+    store.fs.pipe_file(store.path_of(info.sha256), b"evil")
+    store.fs.invalidate_cache()
+    with pytest.raises(ArtifactCorruptedError, match=info.sha256):
+        store.get_bytes(info.sha256)
+
+
+@pytest.mark.s3
+def test_project_with_s3_artifacts(s3_server: object, s3_bucket: str, tmp_path: Path) -> None:
+    from keel.project import Project
+    from tests.support.s3_server import S3Server
+
+    assert isinstance(s3_server, S3Server)
+    project = Project(
+        tmp_path,
+        environ={},
+        overrides={
+            "artifacts.url": f"s3://{s3_bucket}/p",
+            "artifacts.options": s3_server.fsspec_options,
+        },
+    )
+    info = project.artifacts.put_bytes(b"abc")
+    assert (
+        project.artifacts.fs.cat_file(f"{s3_bucket}/p/objects/{info.sha256[:2]}/{info.sha256[2:]}")
+        == b"abc"
+    )
