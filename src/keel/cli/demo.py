@@ -69,8 +69,14 @@ def _summary(result: DemoResult, seconds: float) -> None:
         "'metrics.auc DESC')",
         ["run", "name", "status", "auc", "avg precision", "git commit"],
         [
-            (r.id[:12], r.name, r.status, r.metrics.get("auc"), r.metrics.get("average_precision"),
-             (r.git_commit or "")[:10])
+            (
+                r.id[:12],
+                r.name,
+                r.status,
+                r.metrics.get("auc"),
+                r.metrics.get("average_precision"),
+                (r.git_commit or "")[:10],
+            )
             for r in runs
         ],
     )

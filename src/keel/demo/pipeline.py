@@ -106,8 +106,17 @@ def _create_project(directory: Path) -> Project:
         ignore.write(f"{MARKER}\ndata/\n")  # data is versioned by content hash, not by git
     _git(directory, "init", "-q", "-b", "main")
     _git(directory, "add", "keel.yaml", ".gitignore")
-    _git(directory, "-c", "user.name=Keel demo", "-c", "user.email=demo@keel.dev", "commit",
-         "-q", "-m", "Keel demo project")
+    _git(
+        directory,
+        "-c",
+        "user.name=Keel demo",
+        "-c",
+        "user.email=demo@keel.dev",
+        "commit",
+        "-q",
+        "-m",
+        "Keel demo project",
+    )
     return Project(directory, environ={})
 
 
