@@ -18,7 +18,8 @@ def test_demo_trains_registers_and_promotes(
     directory = tmp_path / "demo"
     assert main(["demo", "--dir", str(directory), "--rows", "40000", "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    assert "fraud@" in out and "champion" in out
+    assert "fraud@" in out
+    assert "champion" in out
 
     import keel
 
@@ -34,7 +35,8 @@ def test_demo_trains_registers_and_promotes(
     assert all(r.status == "finished" for r in runs.values())
 
     trail = keel.lineage("fraud@champion", project=project)
-    assert trail.code is not None and trail.code.commit  # the demo project is a git repo
+    assert trail.code is not None
+    assert trail.code.commit  # the demo project is a git repo
     assert len(trail.datasets) == 1
     dataset = trail.datasets[0].ref
     users = keel.models_using(dataset=dataset, project=project)
