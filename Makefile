@@ -40,8 +40,9 @@ bench: $(VENV)/.installed-dev services
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q --upgrade pip
-	.lock-venv/bin/python -m pip install -q -e '.[all,dev]'
-	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^keel' > constraints.txt
+	.lock-venv/bin/python -m pip install -q -e '.[dev]'
+	echo '# Pinned versions of every dependency (make lock regenerates this file).' > constraints.txt
+	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^keel' >> constraints.txt
 	rm -rf .lock-venv
 
 clean:
