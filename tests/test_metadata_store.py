@@ -60,3 +60,28 @@ def test_unreachable_server_is_a_clear_error() -> None:
     store = MetadataStore("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
     with pytest.raises(StoreError, match="cannot open the metadata store.*metadata.url"):
         store.engine  # noqa: B018
+
+
+def _first_use(url: str, name: str) -> str:
+    from sqlalchemy import insert
+
+    store = MetadataStore(url)
+    with store.write() as conn:
+        conn.execute(insert(experiments).values(name=name, created_at=1))
+    store.dispose()
+    return name
+
+
+def test_concurrent_first_use_migrates_once(metadata_url: str) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        names = pool.starmap(_first_use, [(metadata_url, f"e{i}") for i in range(6)])
+    store = MetadataStore(metadata_url)
+    with store.read() as conn:
+        stored = sorted(conn.execute(select(experiments.c.name)).scalars())
+        revisions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    store.dispose()
+    assert stored == sorted(names)
+    assert revisions == [SCHEMA_HEAD]
