@@ -85,3 +85,15 @@ def test_concurrent_first_use_migrates_once(metadata_url: str) -> None:
     store.dispose()
     assert stored == sorted(names)
     assert revisions == [SCHEMA_HEAD]
+
+
+def test_migrations_build_exactly_the_declared_schema(metadata_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from keel.metadata.schema import metadata
+
+    store = MetadataStore(metadata_url)
+    with store.read() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    store.dispose()

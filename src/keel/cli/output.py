@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err_console = Console(stderr=True)
@@ -29,22 +30,39 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, default=_default, indent=2, sort_keys=False))
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    table = Table(title=title, show_lines=False, header_style="bold")
+def print_table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    markup: bool = False,
+) -> None:
+    """A table; cells are plain text (user data such as '[x]' stays literal) unless ``markup``
+    says the caller escaped them and added rich markup on purpose."""
+    table = Table(title=_plain(title), show_lines=False, header_style="bold")
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(format_value(cell) for cell in row))
+        table.add_row(*(_cell(value, markup) for value in row))
     console.print(table)
 
 
-def print_fields(title: str, fields: Iterable[tuple[str, Any]]) -> None:
-    table = Table(title=title, show_header=False, box=None, pad_edge=False)
+def print_fields(title: str, fields: Iterable[tuple[str, Any]], *, markup: bool = False) -> None:
+    table = Table(title=_plain(title), show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column(overflow="fold")
     for name, value in fields:
-        table.add_row(name, format_value(value))
+        table.add_row(Text(name), _cell(value, markup))
     console.print(table)
+
+
+def _cell(value: Any, markup: bool) -> str | Text:
+    text = format_value(value)
+    return text if markup else Text(text)
+
+
+def _plain(title: str | None) -> Text | None:
+    return None if title is None else Text(title, style="bold")
 
 
 def format_value(value: Any) -> str:

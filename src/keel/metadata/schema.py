@@ -79,6 +79,7 @@ runs = Table(
     Index("ix_runs_experiment_start", "experiment_id", "start_time"),
     Index("ix_runs_parent", "parent_run_id"),
     Index("ix_runs_status", "status"),
+    Index("ix_runs_start_time", "start_time", "id"),
 )
 
 params = Table(

@@ -125,6 +125,7 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_runs_parent", ["parent_run_id"], unique=False)
         batch_op.create_index("ix_runs_status", ["status"], unique=False)
+        batch_op.create_index("ix_runs_start_time", ["start_time", "id"], unique=False)
 
     op.create_table(
         "latest_metrics",
@@ -279,6 +280,7 @@ def downgrade() -> None:
 
     op.drop_table("latest_metrics")
     with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_runs_start_time")
         batch_op.drop_index("ix_runs_status")
         batch_op.drop_index("ix_runs_parent")
         batch_op.drop_index("ix_runs_experiment_start")
