@@ -32,7 +32,7 @@ def test_init_writes_commented_defaults_that_load(tmp_path: Path) -> None:
 
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
     init_project(tmp_path)
-    with pytest.raises(ConfigError, match="already exists.*--force"):
+    with pytest.raises(ConfigError, match=r"already exists.*--force"):
         init_project(tmp_path)
     init_project(tmp_path, force=True)
 

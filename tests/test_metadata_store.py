@@ -43,9 +43,14 @@ def test_newer_schema_is_refused(metadata_url: str) -> None:
 
 def test_write_rolls_back_on_error(metadata_url: str) -> None:
     store = MetadataStore(metadata_url)
-    with pytest.raises(RuntimeError), store.write() as conn:
-        conn.execute(insert(experiments).values(name="half", created_at=1))
-        raise RuntimeError("boom")
+
+    def half_write() -> None:
+        with store.write() as conn:
+            conn.execute(insert(experiments).values(name="half", created_at=1))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        half_write()
     with store.read() as conn:
         assert conn.execute(select(experiments.c.name)).all() == []
     with store.write() as conn:
@@ -58,7 +63,7 @@ def test_write_rolls_back_on_error(metadata_url: str) -> None:
 
 def test_unreachable_server_is_a_clear_error() -> None:
     store = MetadataStore("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
-    with pytest.raises(StoreError, match="cannot open the metadata store.*metadata.url"):
+    with pytest.raises(StoreError, match=r"cannot open the metadata store.*metadata\.url"):
         store.engine  # noqa: B018
 
 

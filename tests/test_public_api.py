@@ -10,8 +10,9 @@ import pytest
 import keel
 
 
-def test_all_is_sorted_and_unique() -> None:
+def test_all_is_sorted_unique_and_matches_the_lazy_table() -> None:
     assert keel.__all__ == sorted(set(keel.__all__))
+    assert keel.__all__ == sorted(keel._EXPORTS)
 
 
 def test_every_exported_name_resolves() -> None:

@@ -53,7 +53,7 @@ def list_runs(
 
 
 def search_runs(
-    filter: str = "",  # noqa: A002 - the name MLflow users know
+    filter: str = "",  # the name MLflow users know
     *,
     order_by: str | list[str] | None = None,
     experiments: list[str] | None = None,

@@ -7,11 +7,12 @@ module's role in the demo once feature views exist.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    from numpy.typing import NDArray
 
     from keel.demo.data import DemoData
 
@@ -59,7 +60,7 @@ def build_features(data: DemoData) -> pd.DataFrame:
     key = u_sorted.astype(np.int64) * (1 << 36) + (t_sorted - t_sorted.min())
     in_last_hour = np.arange(len(order)) - np.searchsorted(key, key - HOUR_MS, side="left")
 
-    def back(values: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+    def back(values: NDArray[Any]) -> NDArray[Any]:
         out = np.empty_like(values)
         out[order] = values
         return out
@@ -92,6 +93,8 @@ def build_features(data: DemoData) -> pd.DataFrame:
     )
 
 
-def _epoch_ms(column: pd.Series) -> np.ndarray:  # type: ignore[type-arg]
+def _epoch_ms(column: pd.Series) -> NDArray[np.int64]:
+    import numpy as np
+
     # as_unit: pandas may hold datetimes in s, ms, us or ns; the features use milliseconds.
-    return column.dt.as_unit("ms").astype("int64").to_numpy()
+    return np.asarray(column.dt.as_unit("ms").astype("int64"), dtype=np.int64)

@@ -184,7 +184,7 @@ def _fit(
         return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=300)).fit(x, y)
     import lightgbm as lgb
 
-    params = {"n_estimators": 150, "learning_rate": 0.08, "num_leaves": 31}
+    params: dict[str, Any] = {"n_estimators": 150, "learning_rate": 0.08, "num_leaves": 31}
     run.log_params(params)
     model = lgb.LGBMClassifier(**params, random_state=seed, verbose=-1, deterministic=True)
 
