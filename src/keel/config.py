@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,6 +54,25 @@ class RegistryConfig(_Section):
     require_approval: list[str] = Field(default_factory=list)
 
 
+class RemoteConfig(_Section):
+    # Any fsspec URL: a local folder, s3://bucket/prefix, gs://..., az://...
+    url: str
+    # Options for the filesystem, e.g. {"endpoint_url": "http://127.0.0.1:8333"} for S3.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(_Section):
+    # The local content-addressed cache of versioned data.
+    cache: str = ".keel/cache"
+    # How workspace files are made from the cache, first that works wins.
+    link: list[Literal["reflink", "hardlink", "copy"]] = Field(
+        default_factory=lambda: ["reflink", "copy"]
+    )
+    remote: str | None = None  # the default remote's name
+    remotes: dict[str, RemoteConfig] = Field(default_factory=dict)
+    jobs: int = Field(default=8, ge=1, le=256)  # parallel transfers
+
+
 class KeelConfig(_Section):
     project: str = "keel-project"
     user: str | None = None
@@ -61,6 +80,7 @@ class KeelConfig(_Section):
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
 
 
 DEFAULT_YAML = """\
@@ -94,6 +114,15 @@ tracking:
 registry:
   # Aliases that may only point at an approved model version.
   require_approval: []
+
+data:
+  cache: .keel/cache        # local content-addressed cache of versioned data
+  link: [reflink, copy]     # how workspace files are made from the cache (hardlink also allowed)
+  jobs: 8                   # parallel transfers for push and pull
+  # remote: storage          # the default remote
+  # remotes:
+  #   storage: {{url: "s3://bucket/keel-data", options: {{endpoint_url: "http://127.0.0.1:8333"}}}}
+  remotes: {{}}
 """
 
 
