@@ -61,13 +61,18 @@ class RemoteConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+LinkType = Literal["reflink", "hardlink", "copy"]
+
+
+def _default_links() -> list[LinkType]:
+    return ["reflink", "copy"]
+
+
 class DataConfig(_Section):
     # The local content-addressed cache of versioned data.
     cache: str = ".keel/cache"
     # How workspace files are made from the cache, first that works wins.
-    link: list[Literal["reflink", "hardlink", "copy"]] = Field(
-        default_factory=lambda: ["reflink", "copy"]
-    )
+    link: list[LinkType] = Field(default_factory=_default_links)
     remote: str | None = None  # the default remote's name
     remotes: dict[str, RemoteConfig] = Field(default_factory=dict)
     jobs: int = Field(default=8, ge=1, le=256)  # parallel transfers
