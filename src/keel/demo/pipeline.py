@@ -184,7 +184,14 @@ def _fit(
         return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=300)).fit(x, y)
     import lightgbm as lgb
 
-    params: dict[str, Any] = {"n_estimators": 150, "learning_rate": 0.08, "num_leaves": 31}
+    # One thread: OpenMP workers spin-wait, so on a busy 2-core machine two threads can be ten
+    # times slower than one; a fixed thread count also keeps the result reproducible.
+    params: dict[str, Any] = {
+        "n_estimators": 150,
+        "learning_rate": 0.08,
+        "num_leaves": 31,
+        "n_jobs": 1,
+    }
     run.log_params(params)
     model = lgb.LGBMClassifier(**params, random_state=seed, verbose=-1, deterministic=True)
 
