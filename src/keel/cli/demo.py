@@ -70,7 +70,7 @@ def _summary(result: DemoResult, seconds: float) -> None:
         ["run", "name", "status", "auc", "avg precision", "git commit"],
         [
             (
-                r.id[:12],
+                r.id[:16],
                 r.name,
                 r.status,
                 r.metrics.get("auc"),
