@@ -22,8 +22,7 @@ def demo(
     rows: int = typer.Option(1_000_000, "--rows", min=10_000, help="Transactions to generate."),
     seed: int = typer.Option(7, "--seed", help="Seed of the synthetic data and the models."),
 ) -> None:
-    """Generate a card-transaction stream, train two fraud models as tracked runs, register
-    them, promote the better one to champion and show its lineage."""
+    """Run the platform end to end: data, tracked training, registry, champion, lineage."""
     import time
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

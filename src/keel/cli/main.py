@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from keel.cli import demo, lineage, models, project_cmds, runs
+from keel.cli import data, demo, lineage, models, project_cmds, runs
 
 app = typer.Typer(
     name="keel",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(runs.app, name="runs", help="Browse, search and compare tracked runs.")
 app.add_typer(models.app, name="models", help="The model registry: versions, aliases, states.")
+app.add_typer(data.app, name="data", help="Version data: add, status, push, pull, checkout, gc.")
 project_cmds.register(app)
 demo.register(app)
 lineage.register(app)
