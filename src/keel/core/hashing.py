@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,5 +34,8 @@ def sha256_file(path: str | Path) -> tuple[str, int]:
         return sha256_stream(f)
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def is_sha256(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return _SHA256.fullmatch(value) is not None
