@@ -84,6 +84,10 @@ def _spawn(
             f"-master.port={master}",
             f"-volume.port={volume}",
             f"-filer.port={filer}",
+            # fixed default ports (8181, 9101) that a second server on the machine would collide
+            # on; nothing here uses the Iceberg catalog or Lance namespace
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             "-volume.max=0",
             "-master.volumeSizeLimitMB=64",
         ],

@@ -1,0 +1,190 @@
+"""The steps of the data benchmark, the same for every tool: a fresh git repository with its
+own copy of the data set, then ``add``, unchanged re-adds, ``status``, ``push``, and ``pull``
+after clearing the local cache and the workspace copy, each timed as a whole CLI command (a
+subprocess: interpreter start-up included). A side script describes its tool as a ``Tool``
+and calls ``run``.
+
+Runs in both tools' virtual environments, so standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import BenchError, log, summarize
+
+_TAIL = 1500  # characters of a failed command's output kept in the error
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The S3-compatible server the orchestrator started, and this tool's bucket on it."""
+
+    endpoint_url: str
+    bucket: str
+    key: str
+    secret: str
+
+
+@dataclass
+class Tool:
+    """What differs between tools: the command lines, set-up and where the cache lives."""
+
+    name: str
+    version: str
+    setup: list[list[str]]  # untimed, in the new repository, before anything is added
+    add: list[str]
+    status: list[str]
+    push: list[str]
+    pull: list[str]
+    remote_status: list[str]  # status that also asks the remote what it has
+    configure_remote: Callable[[Path, Remote], None]
+    pointer: str  # the file ``add data`` writes for git
+    cache_dirs: list[str]  # relative to the repository; removed before pull
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", type=Path, required=True, help="folder of data/ + manifest")
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--secret", required=True)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", required=True)
+    return parser.parse_args(argv)
+
+
+def remote_of(args: argparse.Namespace) -> Remote:
+    return Remote(args.endpoint, args.bucket, args.key, args.secret)
+
+
+def run(tool: Tool, dataset: Path, remote: Remote, *, repeats: int) -> dict[str, Any]:
+    """All the steps in a repository under the working folder; returns the timings. A step
+    that fails ends the run: the result then has the steps done so far and ``error``."""
+    import json
+
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    result: dict[str, Any] = {"tool": tool.name, "version": tool.version, "repeats": repeats}
+    steps = ("add", "status", "push", "pull", "remote_status")
+    result["commands"] = {step: " ".join(getattr(tool, step)) for step in steps}
+    try:
+        _steps(tool, dataset, manifest, remote, repeats, result)
+    except BenchError as exc:
+        log(f"{tool.name}: {str(exc).splitlines()[0]}")
+        result["error"] = str(exc)
+    return result
+
+
+def _steps(
+    tool: Tool,
+    dataset: Path,
+    manifest: dict[str, Any],
+    remote: Remote,
+    repeats: int,
+    result: dict[str, Any],
+) -> None:
+    repo = _fresh_repo(tool, dataset)
+    env = {**os.environ, **tool.env}
+    log(f"{tool.name}: first add of {len(manifest['files']):,} files")
+    result["add"] = _timed(tool.add, repo, env)
+    pointer = (repo / tool.pointer).read_bytes()
+    result["readd"] = _repeat(tool.add, repo, env, repeats)
+    if (repo / tool.pointer).read_bytes() != pointer:
+        raise BenchError(f"{tool.name}: re-adding unchanged data changed {tool.pointer}")
+    result["status"] = _repeat(tool.status, repo, env, repeats)
+    tool.configure_remote(repo, remote)
+    log(f"{tool.name}: push to {remote.endpoint_url}/{remote.bucket}")
+    result["push"] = _timed(tool.push, repo, env)
+    result["remote_status"] = _repeat(tool.remote_status, repo, env, max(1, repeats // 2))
+    _clear(repo, ["data", *tool.cache_dirs])
+    log(f"{tool.name}: pull into an empty cache and workspace")
+    result["pull"] = _timed(tool.pull, repo, env)
+    result["pull_check"] = verify(repo / "data", manifest)
+
+
+def _fresh_repo(tool: Tool, dataset: Path) -> Path:
+    repo = Path.cwd() / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "init.defaultBranch=main"]
+    _quiet([*git, "init", "-q"], repo)
+    _quiet(["git", "config", "user.email", "bench@example.com"], repo)
+    _quiet(["git", "config", "user.name", "bench"], repo)
+    log(f"{tool.name}: copying the data set into {repo}")
+    shutil.copytree(dataset / "data", repo / "data")
+    for command in tool.setup:
+        _quiet(command, repo, {**os.environ, **tool.env})
+    _quiet(["git", "add", "-A", ":!data"], repo)
+    _quiet(["git", "commit", "-q", "-m", "set-up", "--allow-empty"], repo)
+    os.sync()  # the copy's dirty pages are written now, not during the first timed add
+    return repo
+
+
+def _timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).decode(errors="replace")[-_TAIL:]
+        raise BenchError(f"{' '.join(command)} exited {done.returncode}:\n{output}")
+    return elapsed
+
+
+def _repeat(command: list[str], cwd: Path, env: dict[str, str], n: int) -> dict[str, Any]:
+    samples = [_timed(command, cwd, env) for _ in range(n)]
+    return {**summarize(samples), "samples": samples}
+
+
+def _quiet(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, check=False)
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).decode(errors="replace")[-_TAIL:]
+        raise BenchError(f"{' '.join(command)} exited {done.returncode}:\n{output}")
+
+
+def _clear(repo: Path, relative: list[str]) -> None:
+    for name in relative:
+        path = repo / name
+        if path.is_dir() and not path.is_symlink():
+            # read-only cache objects are no obstacle: unlinking needs a writable folder only
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def verify(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Every file of the manifest in ``folder`` with the same bytes (sha256), nothing else."""
+    expected: dict[str, dict[str, Any]] = manifest["files"]
+    found = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    missing = sorted(set(expected) - found)
+    extra = sorted(found - set(expected))
+    wrong = [
+        name for name in sorted(found & set(expected)) if not _same(folder / name, expected[name])
+    ]
+    return {
+        "ok": not (missing or extra or wrong),
+        "files": len(found),
+        "missing": missing[:10],
+        "extra": extra[:10],
+        "wrong": wrong[:10],
+    }
+
+
+def _same(path: Path, entry: dict[str, Any]) -> bool:
+    if path.stat().st_size != entry["size"]:
+        return False
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest() == entry["sha256"]
