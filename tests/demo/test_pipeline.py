@@ -22,6 +22,7 @@ def test_demo_trains_registers_and_promotes(
     assert "champion" in out
 
     import keel
+    import keel.data as keel_data
 
     project = Project(directory, environ={})
     champion = keel.get_model_version("fraud@champion", project=project)
@@ -39,6 +40,9 @@ def test_demo_trains_registers_and_promotes(
     assert trail.code.commit  # the demo project is a git repo
     assert len(trail.datasets) == 1
     dataset = trail.datasets[0].ref
+    # The run recorded exactly the version `keel data add` gave the data folder.
+    assert dataset == keel_data.resolve("data", project=project).sha256
+    assert (directory / "data.keel").is_file()
     users = keel.models_using(dataset=dataset, project=project)
     assert sorted(v.version for v in users) == [1, 2]
 

@@ -26,7 +26,7 @@ MODEL_NAME = "fraud"
 EXPERIMENT = "fraud-demo"
 STEPS = (
     "Create the demo project",
-    "Generate the transaction stream",
+    "Generate the transaction stream and version it (keel data add)",
     "Compute fraud features",
     "Train a logistic regression (tracked run)",
     "Train a LightGBM model (tracked run)",
@@ -72,13 +72,10 @@ def run_demo(
     project = _create_project(directory)
     on_step(1)
     data = generate(n_rows=n_rows, seed=seed)
-    paths = write_parquet(data, directory / "data")
-    from keel.core.hashing import sha256_file
-
-    dataset_sha, _ = sha256_file(paths["transactions"])
+    write_parquet(data, directory / "data")
+    dataset = _version_data(project)
     on_step(2)
     train, valid = _split(build_features(data), data)
-    dataset = {"ref": dataset_sha, "path": "data/transactions.parquet", "rows": len(train)}
     on_step(3)
     logreg = _train(project, "logreg", train, valid, dataset, seed)
     on_step(4)
@@ -88,7 +85,7 @@ def run_demo(
     return DemoResult(
         project=project,
         rows=len(data.transactions),
-        dataset_sha256=dataset_sha,
+        dataset_sha256=dataset["ref"],
         champion=champion,
         challenger=challenger,
         run_ids=[v.run_id or "" for v in (logreg[0], lgbm[0])],
@@ -103,7 +100,7 @@ def _create_project(directory: Path) -> Project:
     text = file.read_text("utf-8").replace("require_approval: []", "require_approval: [champion]")
     file.write_text(text, "utf-8")
     with (directory / ".gitignore").open("a", encoding="utf-8") as ignore:
-        ignore.write(f"{MARKER}\ndata/\n")  # data is versioned by content hash, not by git
+        ignore.write(f"{MARKER}\n")
     _git(directory, "init", "-q", "-b", "main")
     _git(directory, "add", "keel.yaml", ".gitignore")
     _git(
@@ -118,6 +115,28 @@ def _create_project(directory: Path) -> Project:
         "Keel demo project",
     )
     return Project(directory, environ={})
+
+
+def _version_data(project: Project) -> dict[str, Any]:
+    """`keel data add data`: the tables go to the content-addressed cache, a small pointer file
+    (data.keel) goes to git, and every run below records the version it trained on."""
+    from keel.data import add, resolve
+
+    add(project, ["data"])
+    _git(project.root, "add", "data.keel", ".gitignore")
+    _git(
+        project.root,
+        "-c",
+        "user.name=Keel demo",
+        "-c",
+        "user.email=demo@keel.dev",
+        "commit",
+        "-q",
+        "-m",
+        "Version the demo data",
+    )
+    version = resolve("data", project=project)
+    return {"ref": version.sha256, "path": "data", "files": version.files, "size": version.size}
 
 
 def _git(directory: Path, *args: str) -> None:

@@ -1,0 +1,58 @@
+"""Data versioning: content-addressed files and folders tracked in git by small pointer files.
+
+    import keel.data
+
+    keel.data.add(project, ["data/train.csv", "data/images"])   # or `keel data add ...`
+    with keel.data.open("data/train.csv", rev="v1.0") as f:     # bytes as of a git revision
+        df = pandas.read_csv(f)
+    keel.data.resolve("data/images").sha256                     # the version a run records
+
+Names resolve lazily, so importing this package costs nothing until one is used.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "DatasetVersion": "keel.data.api",
+    "Pointer": "keel.data.pointer",
+    "add": "keel.data.workspace",
+    "checkout": "keel.data.restore",
+    "install_hooks": "keel.data.hooks",
+    "open": "keel.data.api",
+    "resolve": "keel.data.api",
+    "status": "keel.data.workspace",
+}
+
+__all__ = [
+    "DatasetVersion",
+    "Pointer",
+    "add",
+    "checkout",
+    "install_hooks",
+    "open",
+    "resolve",
+    "status",
+]
+
+if TYPE_CHECKING:
+    from keel.data.api import DatasetVersion, open, resolve
+    from keel.data.hooks import install_hooks
+    from keel.data.pointer import Pointer
+    from keel.data.restore import checkout
+    from keel.data.workspace import add, status
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel.data' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

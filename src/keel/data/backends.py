@@ -1,0 +1,245 @@
+"""Remote backends other than S3: a local (or mounted) folder, and any other fsspec URL.
+
+Both run blocking filesystem calls on a thread pool sized to the number of parallel jobs, so
+the transfer loop in keel.data.transfer drives them like the asynchronous S3 backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from keel.core.hashing import CHUNK, is_sha256, sha256_file
+from keel.errors import ArtifactCorruptedError, NotFoundError, StoreError
+
+if TYPE_CHECKING:
+    from keel.data.remote import Remote
+
+T = TypeVar("T")
+# Object stores whose uploads are atomic on their own (no temporary name needed).
+ATOMIC_PUT = frozenset({"gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"})
+INSTALL_HINT = {"gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
+
+
+def corrupted_source(sha256: str, src: Path) -> ArtifactCorruptedError:
+    """The error for a cache object whose bytes no longer match its name (found on upload)."""
+    return ArtifactCorruptedError(
+        f"data cache object {sha256} ({src}) is corrupted (its bytes hash differently), so it "
+        "was not pushed; delete it and `keel data add` the original data again"
+    )
+
+
+class _Threaded:
+    """Runs blocking calls on a private pool sized to the jobs of the remote."""
+
+    def __init__(self, remote: Remote) -> None:
+        self.remote = remote
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(4, self.remote.jobs))
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+class LocalBackend(_Threaded):
+    """A folder remote (a local disk, NFS or SMB mount): ``<url>/objects/ab/cdef...``."""
+
+    def __init__(self, remote: Remote) -> None:
+        super().__init__(remote)
+        self.root = Path(remote.url)
+
+    def path_of(self, sha256: str) -> Path:
+        return self.root / "objects" / sha256[:2] / sha256[2:]
+
+    async def open(self) -> None:
+        pass
+
+    async def list_small(self) -> dict[str, int] | None:
+        return None  # listing a folder's prefixes is cheap: no need for a shortcut
+
+    async def list_prefix(self, prefix: str) -> dict[str, int]:
+        return await self._call(self._list, prefix)
+
+    def _list(self, prefix: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        try:
+            entries = list(os.scandir(self.root / "objects" / prefix))
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            # Temporary files start with '.', so never look like objects.
+            if is_sha256(prefix + entry.name) and entry.is_file():
+                found[prefix + entry.name] = entry.stat().st_size
+        return found
+
+    async def stat(self, sha256: str) -> int | None:
+        return await self._call(self._stat, sha256)
+
+    def _stat(self, sha256: str) -> int | None:
+        try:
+            return self.path_of(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    async def upload(
+        self, sha256: str, src: Path, size: int, advance: Callable[[int], None]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+
+        def report(n: int) -> None:  # called on a pool thread: hand over to the loop
+            loop.call_soon_threadsafe(advance, n)
+
+        await self._call(self._upload, sha256, src, size, report if size > CHUNK else None)
+        if size <= CHUNK:
+            advance(size)
+
+    def _upload(
+        self, sha256: str, src: Path, size: int, report: Callable[[int], None] | None
+    ) -> None:
+        target = self.path_of(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            digest = hashlib.sha256()
+            with open(src, "rb") as source, open(temp, "wb") as out:
+                while chunk := source.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    if report is not None:
+                        report(len(chunk))
+                written = out.tell()
+            if digest.hexdigest() != sha256:
+                raise corrupted_source(sha256, src)
+            if written != size:
+                raise StoreError(f"{src} changed size while it was pushed; push again")
+            os.replace(temp, target)  # atomic: the object appears whole or not at all
+        finally:
+            temp.unlink(missing_ok=True)
+
+    async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> None:
+        size = await self._call(self._download, sha256, dest)
+        advance(size)
+
+    def _download(self, sha256: str, dest: Path) -> int:
+        try:
+            shutil.copyfile(self.path_of(sha256), dest)
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"object {sha256} is not on remote '{self.remote.name}' ({self.remote.url}); "
+                "push it from a machine whose cache has it"
+            ) from None
+        return dest.stat().st_size
+
+    async def delete(self, hashes: list[str]) -> None:
+        await self._call(self._delete, hashes)
+
+    def _delete(self, hashes: list[str]) -> None:
+        for sha in hashes:
+            self.path_of(sha).unlink(missing_ok=True)
+
+
+class FsspecBackend(_Threaded):
+    """Any other fsspec URL (gs://, az://, ...). Not tested here; uploads to the object
+    stores in ATOMIC_PUT go straight to their name, others through a temporary name."""
+
+    def __init__(self, remote: Remote) -> None:
+        super().__init__(remote)
+        self._fs: Any = None
+        self._base = ""
+
+    async def open(self) -> None:
+        from fsspec.core import url_to_fs
+
+        try:
+            self._fs, base = url_to_fs(self.remote.url, **dict(self.remote.options))
+        except ImportError as exc:
+            package = INSTALL_HINT.get(self.remote.protocol, "the fsspec backend for it")
+            raise StoreError(
+                f"{self.remote.describe()} needs {package}, which is not installed "
+                f"(pip install {package})"
+            ) from exc
+        self._base = str(base).rstrip("/")
+
+    def _path(self, sha256: str) -> str:
+        return f"{self._base}/objects/{sha256[:2]}/{sha256[2:]}"
+
+    async def list_small(self) -> dict[str, int] | None:
+        return None
+
+    async def list_prefix(self, prefix: str) -> dict[str, int]:
+        return await self._call(self._list, prefix)
+
+    def _list(self, prefix: str) -> dict[str, int]:
+        try:
+            entries = self._fs.ls(f"{self._base}/objects/{prefix}", detail=True)
+        except FileNotFoundError:
+            return {}
+        found: dict[str, int] = {}
+        for entry in entries:
+            sha = prefix + str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if is_sha256(sha) and entry.get("type") != "directory":
+                found[sha] = int(entry.get("size") or 0)
+        return found
+
+    async def stat(self, sha256: str) -> int | None:
+        return await self._call(self._stat, sha256)
+
+    def _stat(self, sha256: str) -> int | None:
+        try:
+            return int(self._fs.info(self._path(sha256))["size"])
+        except FileNotFoundError:
+            return None
+
+    async def upload(
+        self, sha256: str, src: Path, size: int, advance: Callable[[int], None]
+    ) -> None:
+        await self._call(self._upload, sha256, src, size)
+        advance(size)
+
+    def _upload(self, sha256: str, src: Path, size: int) -> None:
+        if sha256_file(src)[0] != sha256:
+            raise corrupted_source(sha256, src)
+        target = self._path(sha256)
+        if self.remote.protocol in ATOMIC_PUT:
+            self._fs.put_file(str(src), target)
+        else:
+            temp = f"{target}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+            self._fs.put_file(str(src), temp)
+            self._fs.mv(temp, target)
+        stored = self._stat(sha256)
+        if stored != size:
+            self._fs.rm_file(target)
+            raise StoreError(
+                f"object {sha256} arrived on {self.remote.describe()} with {stored} bytes "
+                f"instead of {size}; it was removed — push again"
+            )
+
+    async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> None:
+        size = await self._call(self._download, sha256, dest)
+        advance(size)
+
+    def _download(self, sha256: str, dest: Path) -> int:
+        try:
+            self._fs.get_file(self._path(sha256), str(dest))
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"object {sha256} is not on {self.remote.describe()}; "
+                "push it from a machine whose cache has it"
+            ) from None
+        return dest.stat().st_size
+
+    async def delete(self, hashes: list[str]) -> None:
+        if hashes:
+            await self._call(self._fs.rm, [self._path(sha) for sha in hashes])

@@ -1,0 +1,337 @@
+"""The local content-addressed cache of versioned data (``.keel/cache`` by default).
+
+Objects live at ``<cache>/objects/ab/cdef...`` named by their sha256 — the same layout as the
+remotes, so push and pull move files without renaming. Rules that keep the cache trustworthy:
+
+- An object appears under its real name whole or not at all: bytes go to ``<cache>/tmp/`` first
+  and are moved into place with ``os.replace`` (atomic on one filesystem).
+- Objects are made read-only (mode 0444) once stored.
+- Workspace files are made from objects by the first link type in ``links`` that works.
+  ``reflink`` (copy-on-write clone) and ``copy`` give the workspace its own bytes, so editing a
+  workspace file can never change an object. ``hardlink`` shares the object's inode (no extra
+  space): it is opt-in, and ``keel.data.workspace`` guards it (see that module's docstring).
+- Reads (``read_bytes``, ``verify``, ``put_verified``) check the sha256, so a corrupted object
+  is refused, never served.
+
+Objects are not fsync'ed (like git and DVC): after a power loss an object may be truncated;
+verification finds it and it is re-fetched or re-added.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from keel.core.hashing import sha256_bytes, sha256_file
+from keel.data.manifest import is_sha256
+from keel.errors import ArtifactCorruptedError, InvalidInputError, NotFoundError, StoreError
+
+if TYPE_CHECKING:
+    from keel.project import Project
+
+LINK_TYPES = ("reflink", "hardlink", "copy")
+FICLONE = 0x40049409  # Linux ioctl: clone a file's extents (btrfs, xfs, bcachefs, ...)
+_NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS}
+RACY_NS = 100_000_000  # a folder changed this recently may change again within its mtime tick
+LIST_THRESHOLD = 512  # from this many hashes, `present` lists folders instead of stat'ing
+_NO_HARDLINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+class DataCache:
+    """Objects by sha256 under ``root``; ``links`` orders how workspace files are made.
+
+    >>> cache = DataCache(Path(".keel/cache"), ["reflink", "copy"])
+    >>> cache.add_file(Path("train.csv"), sha, size)            # doctest: +SKIP
+    >>> cache.link_to(sha, Path("train.csv"))                    # doctest: +SKIP
+    'copy'
+    """
+
+    def __init__(self, root: Path, links: Sequence[str] = ("reflink", "copy")) -> None:
+        bad = [link for link in links if link not in LINK_TYPES]
+        if bad or not links:
+            raise InvalidInputError(
+                f"data.link {list(links)!r} is invalid; use a list of {', '.join(LINK_TYPES)}"
+            )
+        self.root = Path(root)
+        self.links = tuple(links)
+        self._reflink_works: bool | None = None  # learned on first try, per cache object
+        self._dirs: set[str] = set()
+
+    # -- names ---------------------------------------------------------------------------
+    def path_of(self, sha256: str) -> Path:
+        if not is_sha256(sha256):
+            raise InvalidInputError(f"{sha256!r} is not a sha256 hex digest (64 hex characters)")
+        return self.root / "objects" / sha256[:2] / sha256[2:]
+
+    def has(self, sha256: str) -> bool:
+        return self.path_of(sha256).is_file()
+
+    def present(self, hashes: Iterable[str]) -> set[str]:
+        """The subset of ``hashes`` held in the cache. Many hashes are answered by listing
+        the 256 prefix folders once instead of one stat per object."""
+        wanted = set(hashes)
+        if len(wanted) < LIST_THRESHOLD:
+            return {sha for sha in wanted if self.has(sha)}
+        base = os.path.join(self.root, "objects")
+        found: set[str] = set()
+        for prefix in {sha[:2] for sha in wanted}:
+            try:
+                names = os.listdir(os.path.join(base, prefix))
+            except FileNotFoundError:
+                continue
+            found.update(prefix + name for name in names)
+        return wanted & found
+
+    def fingerprint(self) -> str | None:
+        """A digest that changes whenever an object is removed from (or added to) the cache:
+        the prefix folders' inodes and modification times (a folder's mtime changes with its
+        entries). None while a folder changed too recently to trust its mtime (same clock
+        tick). Costs one stat per prefix folder."""
+        base = os.path.join(self.root, "objects")
+        try:
+            prefixes = sorted(os.listdir(base))
+        except FileNotFoundError:
+            return None
+        parts = []
+        newest = 0
+        for prefix in prefixes:
+            try:
+                st = os.stat(os.path.join(base, prefix))
+            except FileNotFoundError:
+                continue
+            newest = max(newest, st.st_mtime_ns)
+            parts.append(f"{prefix}:{st.st_ino}:{st.st_mtime_ns}")
+        if time.time_ns() - newest < RACY_NS:
+            return None
+        return sha256_bytes("\n".join(parts).encode())
+
+    def objects(self) -> Iterator[str]:
+        """Every object's sha256 (temporary files are never listed)."""
+        base = self.root / "objects"
+        if not base.is_dir():
+            return
+        for prefix in sorted(os.listdir(base)):
+            if len(prefix) != 2:
+                continue
+            for name in sorted(os.listdir(base / prefix)):
+                if is_sha256(prefix + name):
+                    yield prefix + name
+
+    def new_temp(self, hint: str = "obj") -> Path:
+        """A fresh path inside the cache (same filesystem as the objects, so a finished temp
+        file can be moved into place atomically)."""
+        temp = self.root / "tmp"
+        self._ensure_dir(temp)
+        return temp / f"{hint[:16]}.{os.getpid()}.{os.urandom(6).hex()}"
+
+    def _ensure_dir(self, folder: Path) -> None:
+        # Ten thousand objects share 256 folders: create each once per process, not per object.
+        key = str(folder)
+        if key not in self._dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(key)
+
+    # -- writing -------------------------------------------------------------------------
+    def add_file(self, src: Path, sha256: str, size: int) -> os.stat_result | None:
+        """Store the file ``src`` (already hashed to ``sha256``/``size``) as an object and
+        return the object's stat; None when the object was already there. Never leaves a
+        partial object under the real name.
+
+        With ``hardlink`` configured the object is hard-linked to ``src`` (no copy);
+        otherwise it is cloned (reflink) or copied.
+        """
+        target = self.path_of(sha256)
+        if target.is_file():
+            return None
+        temp = self.new_temp(sha256)
+        try:
+            how, st = self._materialize(src, temp, 0o444, prefer_link="hardlink" in self.links)
+            if st.st_size != size:
+                raise StoreError(
+                    f"{src} changed while it was being added ({st.st_size} bytes, hashed "
+                    f"{size}); run `keel data add` again once it is no longer being written"
+                )
+            self._ensure_dir(target.parent)
+            os.replace(temp, target)
+        except BaseException as exc:
+            temp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise StoreError(
+                    f"cannot store {src} in the data cache {self.root}: {exc}"
+                ) from exc
+            raise
+        if how == "hardlink":
+            os.chmod(target, 0o444)  # the shared inode: also makes the workspace file read-only
+            st = os.stat(target)
+        return st
+
+    def add_bytes(self, data: bytes) -> str:
+        """Store ``data`` (e.g. a manifest) as an object; returns its sha256."""
+        sha = sha256_bytes(data)
+        target = self.path_of(sha)
+        if not target.is_file():
+            temp = self.new_temp(sha)
+            try:
+                temp.write_bytes(data)
+                os.chmod(temp, 0o444)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temp, target)
+            finally:
+                temp.unlink(missing_ok=True)
+        return sha
+
+    def put_verified(self, src: Path, sha256: str) -> None:
+        """Move the downloaded file ``src`` into place as object ``sha256`` after checking its
+        hash; on a mismatch ``src`` is deleted and ArtifactCorruptedError raised."""
+        target = self.path_of(sha256)
+        digest, _ = sha256_file(src)
+        if digest != sha256:
+            Path(src).unlink(missing_ok=True)
+            raise ArtifactCorruptedError(
+                f"object {sha256} as downloaded hashes to {digest} (tampered or truncated); "
+                "it was refused — check the remote's copy, or push it again from a good cache"
+            )
+        os.chmod(src, 0o444)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, target)
+
+    def remove(self, sha256: str) -> None:
+        self.path_of(sha256).unlink(missing_ok=True)
+
+    # -- reading -------------------------------------------------------------------------
+    def verify(self, sha256: str) -> bool:
+        """True when the object exists and its bytes hash to its name."""
+        try:
+            return sha256_file(self.path_of(sha256))[0] == sha256
+        except FileNotFoundError:
+            return False
+
+    def read_bytes(self, sha256: str) -> bytes:
+        """The object's bytes, verified; a corrupt object raises ArtifactCorruptedError."""
+        path = self.path_of(sha256)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"object {sha256} is not in the data cache {self.root}; "
+                "`keel data pull` fetches it from the remote"
+            ) from None
+        if sha256_bytes(data) != sha256:
+            raise self.corrupted(sha256)
+        return data
+
+    def corrupted(self, sha256: str) -> ArtifactCorruptedError:
+        return ArtifactCorruptedError(
+            f"data cache object {sha256} ({self.path_of(sha256)}) is corrupted (its bytes hash "
+            "differently); it was refused — delete it and run `keel data pull`, or "
+            "`keel data add` the original data again"
+        )
+
+    # -- materializing -------------------------------------------------------------------
+    def link_to(self, sha256: str, dest: Path) -> str:
+        """Make ``dest`` hold object ``sha256`` by the first configured link type that works;
+        returns the one used. ``dest`` is replaced atomically (never half-written)."""
+        source = self.path_of(sha256)
+        if not source.is_file():
+            raise NotFoundError(
+                f"object {sha256} is not in the data cache {self.root}; "
+                "`keel data pull` fetches it from the remote"
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        temp = dest.with_name(f".{dest.name}.keel-tmp-{os.getpid()}")
+        try:
+            how, _ = self._materialize(source, temp, 0o666, prefer_link=False)
+            os.replace(temp, dest)
+        finally:
+            temp.unlink(missing_ok=True)
+        return how
+
+    def _materialize(
+        self, src: Path, dest: Path, mode: int, *, prefer_link: bool
+    ) -> tuple[str, os.stat_result]:
+        """Make ``dest`` (which must not exist) from ``src``; copies get ``mode`` (masked by
+        the umask). Returns the link type used and dest's stat."""
+        order = self.links
+        if prefer_link:
+            order = ("hardlink", *(link for link in order if link != "hardlink"))
+        last: OSError | None = None
+        for how in order:
+            try:
+                if how == "reflink" and self._reflink(src, dest, mode):
+                    return how, os.stat(dest)
+                if how == "hardlink":
+                    os.link(src, dest)
+                    return how, os.stat(dest)
+                if how == "copy":
+                    return how, _copy(src, dest, mode)
+            except OSError as exc:
+                if how == "copy" or exc.errno not in _NO_HARDLINK:
+                    raise
+                last = exc
+        raise StoreError(
+            f"none of the link types {list(self.links)} works from {self.root} to {dest} "
+            f"({last}); add 'copy' to data.link in keel.yaml"
+        )
+
+    def _reflink(self, src: Path, dest: Path, mode: int) -> bool:
+        if self._reflink_works is False:
+            return False
+        import fcntl
+
+        try:
+            with open(src, "rb", buffering=0) as source:
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+                try:
+                    fcntl.ioctl(fd, FICLONE, source.fileno())
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            dest.unlink(missing_ok=True)
+            if exc.errno not in _NO_REFLINK:
+                raise
+            self._reflink_works = False
+            return False
+        self._reflink_works = True
+        return True
+
+
+def _copy(src: Path, dest: Path, mode: int) -> os.stat_result:
+    """Copy src to a new file dest created with ``mode``, in the kernel where it can
+    (copy_file_range, else sendfile); returns dest's stat once written."""
+    with open(src, "rb", buffering=0) as source:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            remaining = os.fstat(source.fileno()).st_size
+            _copy_fds(source.fileno(), fd, remaining)
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
+
+def _copy_fds(src: int, dst: int, size: int) -> None:
+    done = 0
+    try:
+        while True:
+            n = os.copy_file_range(src, dst, max(size - done, 1 << 30))
+            if n == 0:
+                return
+            done += n
+    except OSError as exc:
+        if done or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    while chunk := os.read(src, 1 << 20):  # no in-kernel copy here: plain reads and writes
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view) :]
+
+
+def cache_for(project: Project) -> DataCache:
+    """The project's data cache, from ``data.cache`` and ``data.link`` in keel.yaml."""
+    root = Path(project.config.data.cache)
+    if not root.is_absolute():
+        root = project.root / root
+    return DataCache(root, list(project.config.data.link))

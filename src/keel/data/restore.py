@@ -1,0 +1,332 @@
+"""`checkout`: make the workspace match the pointer files (now, or at a git revision).
+
+Everything that can fail is done before the workspace is touched: pointers are read and
+validated, missing objects fetched from the remote, the objects to be written verified, and
+workspace files that hold changes not saved with `keel data add` found (checkout refuses to
+overwrite them without ``force``). Only then are files written, each by an atomic rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from keel.data.cache import DataCache, cache_for
+from keel.data.hashing import hash_files
+from keel.data.manifest import parse_manifest
+from keel.data.paths import ignore_in_git, project_relative
+from keel.data.pointer import Pointer, find_pointers, read_pointer, write_pointer
+from keel.data.statcache import StatCache, stat_cache_for
+from keel.data.tree import ProgressFn, Scan, remember_written, scan
+from keel.errors import NotFoundError, StateError
+
+if TYPE_CHECKING:
+    from keel.data.remote import Remote
+    from keel.data.transfer import TransferProgress
+    from keel.project import Project
+
+
+@dataclass(frozen=True)
+class CheckoutReport:
+    """``restored``: tracked paths whose workspace data changed; ``written``/``deleted``: files;
+    ``fetched``: objects pulled from the remote; ``links``: how files were made, by count."""
+
+    rev: str | None
+    restored: list[str]
+    unchanged: list[str]
+    written: int
+    deleted: int
+    fetched: int
+    links: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Plan:
+    pointer: Pointer
+    current: Scan | None  # the workspace now (None: absent)
+    writes: list[tuple[str, str, int]] = field(default_factory=list)  # rel path, sha, size
+    deletes: list[str] = field(default_factory=list)  # rel paths
+    # (rel path, sha256) of workspace files whose bytes the cache does not hold
+    unsaved: list[tuple[str, str]] = field(default_factory=list)
+    replace: bool = False  # a file must become a folder or the other way round
+
+
+def checkout(
+    project: Project,
+    rev: str | None = None,
+    *,
+    paths: Sequence[str | Path] | None = None,
+    remote: str | None = None,
+    force: bool = False,
+    jobs: int | None = None,
+    progress: ProgressFn | None = None,
+    transfer_progress: TransferProgress | None = None,
+) -> CheckoutReport:
+    """Restore the workspace to the pointer files — of the worktree, or as committed at git
+    ``rev`` (then the pointer files are restored too, like `git checkout REV -- *.keel`).
+    Objects missing from the cache are pulled from ``remote`` (default: the configured one).
+
+    >>> keel.data.checkout(project, rev="HEAD~1").restored            # doctest: +SKIP
+    ['data/images']
+    """
+    root = project.root
+    pointers = _pointers(project, rev, paths)
+    cache = cache_for(project)
+    with stat_cache_for(project.keel_dir) as stats:
+        current = [_current(root, p, stats, cache, jobs) for p in pointers]
+        pending = [
+            (p, now)
+            for p, now in zip(pointers, current, strict=True)
+            if now is None or (now.kind, now.sha256) != (p.kind, p.sha256)
+        ]
+        fetcher = _Fetcher(project, cache, remote, transfer_progress, jobs)
+        fetcher.fetch({p.sha256 for p, _ in pending if p.kind == "dir"}, pending)
+        plans = [_plan(cache, p, now) for p, now in pending]
+        if not force:
+            _refuse_unsaved(fetcher, [item for plan in plans for item in plan.unsaved])
+        wanted = {sha for plan in plans for _, sha, _ in plan.writes}
+        fetcher.fetch(wanted, pending)
+        _verify(cache, stats, wanted - fetcher.fetched, jobs)
+        links: dict[str, int] = {}
+        total = sum(size for plan in plans for _, _, size in plan.writes)
+        done = [0]
+        for plan in plans:
+            _apply(root, cache, stats, plan, links, jobs, progress, done, total)
+    if rev is not None:
+        for pointer in pointers:
+            write_pointer(pointer, root)
+            ignore_in_git(root, pointer.path)
+    changed = {p.path for p, _ in pending}
+    return CheckoutReport(
+        rev,
+        [p.path for p in pointers if p.path in changed],
+        [p.path for p in pointers if p.path not in changed],
+        sum(len(plan.writes) for plan in plans),
+        sum(len(plan.deletes) for plan in plans),
+        len(fetcher.fetched),
+        links,
+    )
+
+
+def _pointers(
+    project: Project, rev: str | None, paths: Sequence[str | Path] | None
+) -> list[Pointer]:
+    root = project.root
+    if rev is None:
+        pointers = [read_pointer(p, root) for p in find_pointers(root)]
+    else:
+        from keel.data.gitrev import pointers_at
+
+        pointers = pointers_at(root, rev)
+    if paths is None:
+        return pointers
+    wanted = {project_relative(root, p, must_exist=False) for p in paths}
+    chosen = [p for p in pointers if p.path in wanted]
+    unknown = wanted - {p.path for p in chosen}
+    if unknown:
+        where = f"at {rev}" if rev else "in the workspace"
+        raise NotFoundError(
+            f"no pointer file for {', '.join(sorted(unknown))} {where}; "
+            "`keel data status` lists the tracked paths"
+        )
+    return chosen
+
+
+def _current(
+    root: Path, pointer: Pointer, stats: StatCache, cache: DataCache, jobs: int | None
+) -> Scan | None:
+    if not os.path.lexists(root / pointer.path):
+        return None
+    return scan(root, pointer.path, stats, cache=cache, jobs=jobs)
+
+
+def _plan(cache: DataCache, pointer: Pointer, now: Scan | None) -> _Plan:
+    plan = _Plan(pointer, now)
+    base = pointer.path
+    if pointer.kind == "file":
+        plan.writes.append((base, pointer.sha256, pointer.size))
+        if now is not None:
+            plan.replace = now.kind == "dir"
+            plan.unsaved = _unsaved(cache, base, now)
+        return plan
+    entries = parse_manifest(cache.read_bytes(pointer.sha256))
+    if now is None or now.kind == "file":
+        plan.writes.extend((f"{base}/{e.path}", e.sha256, e.size) for e in entries)
+        if now is not None:
+            plan.replace = True
+            plan.unsaved = _unsaved(cache, base, now)
+        return plan
+    have = {e.path: e.sha256 for e in now.entries}
+    keep = {e.path for e in entries}
+    for e in entries:
+        if have.get(e.path) != e.sha256:
+            plan.writes.append((f"{base}/{e.path}", e.sha256, e.size))
+            if e.path in have and not cache.has(have[e.path]):
+                plan.unsaved.append((f"{base}/{e.path}", have[e.path]))
+    for path, sha in have.items():
+        if path not in keep:
+            plan.deletes.append(f"{base}/{path}")
+            if not cache.has(sha):
+                plan.unsaved.append((f"{base}/{path}", sha))
+    return plan
+
+
+def _unsaved(cache: DataCache, base: str, now: Scan) -> list[tuple[str, str]]:
+    """Workspace files at ``base`` whose bytes are not in the cache (never added)."""
+    if now.kind == "file":
+        return [] if cache.has(now.sha256) else [(base, now.sha256)]
+    return [(f"{base}/{e.path}", e.sha256) for e in now.entries if not cache.has(e.sha256)]
+
+
+def _refuse_unsaved(fetcher: _Fetcher, unsaved: list[tuple[str, str]]) -> None:
+    """Refuse to overwrite workspace files whose bytes are neither in the cache nor on the
+    remote: they would be lost."""
+    if not unsaved:
+        return
+    remote = fetcher.remote()
+    if remote is not None:
+        absent = remote.missing({sha for _, sha in unsaved})
+        unsaved = [(path, sha) for path, sha in unsaved if sha in absent]
+    if unsaved:
+        paths = [path for path, _ in unsaved]
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if paths[5:] else "")
+        raise StateError(
+            f"checkout would overwrite changes not saved with `keel data add`: {shown}; "
+            "add them first, or pass --force to discard them"
+        )
+
+
+class _Fetcher:
+    """Pulls objects the cache lacks, from the remote named (or the configured default)."""
+
+    def __init__(
+        self,
+        project: Project,
+        cache: DataCache,
+        remote: str | None,
+        progress: TransferProgress | None,
+        jobs: int | None,
+    ) -> None:
+        self.project, self.cache, self.name = project, cache, remote
+        self.progress, self.jobs = progress, jobs
+        self.fetched: set[str] = set()
+        self._remote: Remote | None = None
+        self._looked = False
+
+    def fetch(self, hashes: set[str], pending: list[tuple[Pointer, Scan | None]]) -> None:
+        missing = {sha for sha in hashes if not self.cache.has(sha)}
+        if not missing:
+            return
+        remote = self._remote_or_fail(missing, pending)
+        remote.pull(self.cache, missing, jobs=self.jobs, progress=self.progress)
+        still = sorted(sha for sha in missing if not self.cache.has(sha))
+        if still:
+            raise NotFoundError(
+                f"{len(still)} object(s) are on neither the data cache nor {remote.describe()} "
+                f"(first: {still[0]}); push them from a machine that has the data"
+            )
+        self.fetched |= missing
+
+    def remote(self) -> Remote | None:
+        """The remote to fetch from, None when none is configured (or named)."""
+        if self._remote is None and not self._looked:
+            from keel.data.remote import configured_remote
+
+            self._remote = configured_remote(self.project, self.name)
+            self._looked = True
+        return self._remote
+
+    def _remote_or_fail(
+        self, missing: set[str], pending: list[tuple[Pointer, Scan | None]]
+    ) -> Remote:
+        remote = self.remote()
+        if remote is None:
+            from keel.data.remote import HOW_TO_ADD
+
+            paths = [p.path for p, _ in pending] or ["?"]
+            raise NotFoundError(
+                f"{len(missing)} object(s) needed for {', '.join(paths[:3])} are not in the "
+                f"data cache and no data remote is configured; {HOW_TO_ADD}\n"
+                "(or run `keel data add` on a machine that has the data, then push)"
+            )
+        return remote
+
+
+def _verify(cache: DataCache, stats: StatCache, hashes: set[str], jobs: int | None) -> None:
+    """Hash the objects about to be written unless the stat cache says they were verified
+    unchanged before; a mismatch is refused before anything is written."""
+    todo: list[tuple[str, os.stat_result]] = []
+    for sha in sorted(hashes):
+        st = os.stat(cache.path_of(sha))
+        if not stats.object_verified(sha, st):
+            todo.append((sha, st))
+    if not todo:
+        return
+    found = hash_files(
+        [cache.path_of(s) for s, _ in todo], [st.st_size for _, st in todo], jobs=jobs
+    )
+    for (sha, _), (digest, _) in zip(todo, found, strict=True):
+        if digest != sha:
+            raise cache.corrupted(sha)
+    stats.record_objects(todo)
+
+
+def _apply(
+    root: Path,
+    cache: DataCache,
+    stats: StatCache,
+    plan: _Plan,
+    links: dict[str, int],
+    jobs: int | None,
+    progress: ProgressFn | None,
+    done: list[int],
+    total: int,
+) -> None:
+    target = root / plan.pointer.path
+    if plan.replace and target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif plan.replace:
+        target.unlink()
+    for rel in plan.deletes:
+        (root / rel).unlink(missing_ok=True)
+    if plan.deletes and target.is_dir():
+        _prune_empty(target)
+
+    def write(item: tuple[str, str, int]) -> tuple[str, os.stat_result, str, str]:
+        rel, sha, _ = item
+        how = cache.link_to(sha, root / rel)
+        return rel, os.stat(root / rel), sha, how
+
+    if plan.pointer.kind == "dir":
+        target.mkdir(parents=True, exist_ok=True)  # an empty folder has no file to create it
+    with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as pool:
+        written = list(pool.map(write, plan.writes))
+    for _, st, _, how in written:
+        links[how] = links.get(how, 0) + 1
+        done[0] += st.st_size
+    if progress is not None and written:
+        progress(done[0], total)
+    # Trusted: these bytes were just written from verified objects.
+    cut = len(plan.pointer.path) + 1
+    is_dir = plan.pointer.kind == "dir"
+    remember_written(
+        stats,
+        plan.pointer.path,
+        [(rel[cut:] if is_dir else target.name, st, sha) for rel, st, sha, _ in written],
+        [rel[cut:] for rel in plan.deletes],
+        fresh=plan.replace or plan.current is None,
+    )
+
+
+def _prune_empty(folder: Path) -> None:
+    """Remove the folders under ``folder`` left empty by deletions (bottom up)."""
+    for here, _, _ in os.walk(folder, topdown=False):
+        if here != str(folder):
+            with contextlib.suppress(OSError):  # not empty: keep it
+                os.rmdir(here)

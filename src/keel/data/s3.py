@@ -1,0 +1,342 @@
+"""The S3 remote backend (AWS S3 and S3-compatible servers such as SeaweedFS or MinIO).
+
+Connection, credentials and region come from s3fs (its options go in
+``data.remotes.NAME.options``). Listing, existence checks and deletes use its async botocore
+client. Object bodies to an S3-compatible endpoint (any endpoint that is not amazonaws.com)
+go through keel.data.s3http, a lean signed client, because botocore's per-request CPU cost
+caps small-object transfers at a few hundred per second; AWS itself keeps botocore (virtual
+hosted buckets, region redirects).
+
+Every upload is one PUT — atomic, the object appears whole or not at all — carrying
+``x-amz-checksum-sha256``; the server refuses a body that does not hash to it. When a server
+ignores that header (its answer does not echo it), the object is checked afterwards with a
+HEAD: size, and ETag against the MD5 when the ETag is one. Objects over 5 GiB (the single PUT
+limit) go as a multipart upload through s3fs, verified by size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from keel.core.hashing import CHUNK, is_sha256, sha256_file
+from keel.data.backends import corrupted_source
+from keel.errors import InvalidInputError, NotFoundError, StoreError
+
+if TYPE_CHECKING:
+    from keel.data.remote import Remote
+    from keel.data.s3http import Credentials, ObjectClient
+
+SINGLE_PUT_LIMIT = 5 << 30
+LIST_PAGE = 1000  # keys per listing request (S3's maximum)
+CORRUPT_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
+
+
+class S3Backend:
+    """Objects at ``s3://bucket/prefix/objects/ab/cdef...``. ``fast=False`` forces botocore
+    for object bodies too (what AWS endpoints use; tests run both paths)."""
+
+    def __init__(self, remote: Remote, *, fast: bool = True) -> None:
+        bucket, _, prefix = remote.url.split("://", 1)[1].partition("/")
+        if not bucket:
+            raise InvalidInputError(
+                f"{remote.describe()} names no bucket; write its url as s3://BUCKET/PREFIX"
+            )
+        self.remote = remote
+        self.bucket = bucket
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.fast = fast
+        self._fs: Any = None
+        self._objects: ObjectClient | None = None
+        self._frozen: tuple[float, Credentials] | None = None
+
+    def key(self, sha256: str) -> str:
+        return f"{self.prefix}objects/{sha256[:2]}/{sha256[2:]}"
+
+    async def open(self) -> None:
+        try:
+            import s3fs
+        except ImportError as exc:
+            raise StoreError(
+                f"{self.remote.describe()} needs s3fs, which is not installed (pip install s3fs)"
+            ) from exc
+        options = dict(self.remote.options)
+        config = {
+            "max_pool_connections": max(10, self.remote.jobs * 2),
+            "request_checksum_calculation": "when_required",  # we send sha256 ourselves
+            "response_checksum_validation": "when_required",  # pulls hash every object
+            **dict(options.pop("config_kwargs", None) or {}),
+        }
+        self._fs = s3fs.S3FileSystem(
+            asynchronous=True,
+            skip_instance_cache=True,
+            loop=asyncio.get_running_loop(),
+            config_kwargs=config,
+            **options,
+        )
+        client = await self._fs.set_session()
+        if self.fast:
+            self._objects = await self._object_client(client)
+
+    async def _object_client(self, client: Any) -> ObjectClient | None:
+        from keel.data.s3http import ObjectClient
+
+        endpoint = str(client.meta.endpoint_url)
+        if (urlsplit(endpoint).hostname or "").endswith("amazonaws.com"):
+            return None
+        anonymous = bool(getattr(self._fs, "anon", False))
+        source = getattr(client._request_signer, "_credentials", None)
+        if source is None and not anonymous:
+            return None  # botocore raises its own clear "no credentials" error
+        objects = ObjectClient(
+            endpoint,
+            self.bucket,
+            client.meta.region_name or "us-east-1",
+            (lambda: None) if anonymous else (lambda: self._credentials(source)),
+            connections=max(self.remote.jobs, 1),
+            ssl=self._ssl(),
+        )
+        await objects.open()
+        return objects
+
+    def _ssl(self) -> Any:
+        """TLS verification as botocore's ``verify`` option says: False, a CA bundle, or
+        the default (None)."""
+        verify = dict(self.remote.options.get("client_kwargs") or {}).get("verify")
+        if verify is False:
+            return False
+        if isinstance(verify, str):
+            import ssl
+
+            return ssl.create_default_context(cafile=verify)
+        return None
+
+    async def _credentials(self, source: Any) -> Credentials:
+        from keel.data.s3http import Credentials
+
+        # Refreshable credentials (roles, SSO) are re-read every minute, not per request.
+        if self._frozen is None or time.monotonic() - self._frozen[0] > 60:
+            frozen = source.get_frozen_credentials()
+            if asyncio.iscoroutine(frozen):
+                frozen = await frozen
+            creds = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+            self._frozen = (time.monotonic(), creds)
+        return self._frozen[1]
+
+    async def close(self) -> None:
+        if self._objects is not None:
+            await self._objects.close()
+        creator = getattr(self._fs, "_s3creator", None)
+        if creator is not None:
+            await creator.__aexit__(None, None, None)
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        return await self._fs._call_s3(method, Bucket=self.bucket, **kwargs)
+
+    async def list_small(self) -> dict[str, int] | None:
+        found, more = await self._list(f"{self.prefix}objects/", whole=False)
+        return None if more else found
+
+    async def list_prefix(self, prefix: str) -> dict[str, int]:
+        found, _ = await self._list(f"{self.prefix}objects/{prefix}/", whole=True)
+        return found
+
+    async def _list(self, start: str, *, whole: bool) -> tuple[dict[str, int], bool]:
+        """Objects under key prefix ``start``: all pages when ``whole``, else the first page
+        and whether more follow."""
+        found: dict[str, int] = {}
+        base = f"{self.prefix}objects/"
+        kwargs: dict[str, Any] = {"Prefix": start, "MaxKeys": LIST_PAGE}
+        while True:
+            try:
+                page = await self._call("list_objects_v2", **kwargs)
+            except FileNotFoundError as exc:
+                raise self._no_bucket() from exc
+            for item in page.get("Contents", []):
+                sha = str(item["Key"])[len(base) :].replace("/", "", 1)
+                if is_sha256(sha):
+                    found[sha] = int(item["Size"])
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return found, False
+            if not whole:
+                return found, True
+            kwargs["ContinuationToken"] = token
+
+    async def stat(self, sha256: str) -> int | None:
+        try:
+            head = await self._call("head_object", Key=self.key(sha256))
+        except FileNotFoundError:
+            return None
+        return int(head["ContentLength"])
+
+    async def upload(
+        self, sha256: str, src: Path, size: int, advance: Callable[[int], None]
+    ) -> None:
+        try:
+            echoed = await self._put(sha256, src, size, advance)
+        except _RefusedError as exc:
+            # The server hashed something else than the name says: the cache object is
+            # damaged, or the bytes were damaged on the way (then one more try).
+            loop = asyncio.get_running_loop()
+            if (await loop.run_in_executor(None, sha256_file, src))[0] != sha256:
+                raise corrupted_source(sha256, src) from None
+            try:
+                echoed = await self._put(sha256, src, size, advance)
+            except _RefusedError:
+                raise StoreError(
+                    f"{self.remote.describe()} refused object {sha256} twice as corrupted in "
+                    f"transit ({exc}); check the network, then push again"
+                ) from None
+        expected = base64.b64encode(bytes.fromhex(sha256)).decode()
+        if echoed is not None and echoed != expected:
+            raise StoreError(
+                f"{self.remote.describe()} stored object {sha256} with checksum {echoed} "
+                f"instead of {expected}; push again"
+            )
+        if echoed is None:
+            await self._check_after_put(sha256, src, size)
+
+    async def _put(
+        self, sha256: str, src: Path, size: int, advance: Callable[[int], None]
+    ) -> str | None:
+        if size > SINGLE_PUT_LIMIT:
+            await self._fs._put_file(str(src), f"{self.bucket}/{self.key(sha256)}")
+            advance(size)
+            return None
+        if self._objects is not None:
+            put = self._objects.put(self.key(sha256), src, sha256, size, advance)
+            echoed: str | None = await self._fast(put, sha256, src)
+            return echoed
+        echoed = await self._put_botocore(sha256, src, size)
+        advance(size)
+        return echoed
+
+    async def _put_botocore(self, sha256: str, src: Path, size: int) -> str | None:
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        client = await self._fs.get_s3(self.bucket)
+        with open(src, "rb") as body:
+            try:
+                answer = await client.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key(sha256),
+                    Body=body.read() if size <= (64 << 20) else body,
+                    ContentLength=size,
+                    ChecksumSHA256=checksum,
+                )
+            except Exception as exc:  # botocore's ClientError: translate by its code
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                if code in CORRUPT_CODES:
+                    raise _RefusedError(str(exc)) from exc
+                if code == "NoSuchBucket":
+                    raise self._no_bucket() from exc
+                if code == "AccessDenied":
+                    await self._bucket_must_exist()
+                raise
+        value = answer.get("ChecksumSHA256")
+        return str(value) if value else None
+
+    async def _check_after_put(self, sha256: str, src: Path, size: int) -> None:
+        """For servers that ignore x-amz-checksum-sha256: compare size and MD5 ETag."""
+        head = await self._call("head_object", Key=self.key(sha256))
+        etag = str(head.get("ETag", "")).strip('"')
+        md5 = ""
+        if len(etag) == 32 and "-" not in etag:
+            md5 = await asyncio.get_running_loop().run_in_executor(None, _md5_file, src)
+        if int(head["ContentLength"]) != size or (md5 and md5 != etag):
+            await self._call("delete_object", Key=self.key(sha256))
+            raise StoreError(
+                f"object {sha256} on {self.remote.describe()} did not match what was sent "
+                "(size or MD5); it was deleted — push again"
+            )
+
+    async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> None:
+        if self._objects is not None:
+            await self._fast(self._objects.get(self.key(sha256), dest, advance), sha256)
+            return
+        try:
+            await self._fs._get_file(f"{self.bucket}/{self.key(sha256)}", str(dest))
+        except FileNotFoundError:
+            raise self._not_found(sha256) from None
+        advance(dest.stat().st_size)
+
+    async def _fast(self, request: Any, sha256: str, src: Path | None = None) -> Any:
+        """Await an s3http request, translating S3 error answers into Keel errors."""
+        import aiohttp
+
+        from keel.data.remote import RemoteAccessError
+        from keel.data.s3http import S3ResponseError
+
+        try:
+            return await request
+        except S3ResponseError as exc:
+            if exc.status == 403 or exc.code in ("AccessDenied", "InvalidAccessKeyId"):
+                await self._bucket_must_exist()
+                raise PermissionError(str(exc)) from None
+            if exc.code == "NoSuchBucket":
+                raise self._no_bucket() from None
+            if exc.status == 404 and src is None:
+                raise self._not_found(sha256) from None
+            if exc.status in (301, 307):
+                raise RemoteAccessError(
+                    f"{self.remote.describe()}: the bucket is in another region ({exc}); set "
+                    f"region_name in data.remotes.{self.remote.name}.options.client_kwargs"
+                ) from None
+            if exc.code in CORRUPT_CODES and src is not None:
+                raise _RefusedError(str(exc)) from None
+            raise StoreError(f"{self.remote.describe()}: {exc}") from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise ConnectionError(f"Cannot connect to {self.remote.url}: {exc}") from exc
+
+    async def delete(self, hashes: list[str]) -> None:
+        for start in range(0, len(hashes), 1000):
+            batch = [{"Key": self.key(sha)} for sha in hashes[start : start + 1000]]
+            answer = await self._call("delete_objects", Delete={"Objects": batch, "Quiet": True})
+            errors = answer.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise StoreError(
+                    f"{len(errors)} object(s) could not be deleted from {self.remote.describe()}"
+                    f" (first: {first.get('Key')}: {first.get('Code')} {first.get('Message')})"
+                )
+
+    async def _bucket_must_exist(self) -> None:
+        """Some servers answer 403 for a bucket that does not exist: say which it is."""
+        try:
+            await self._call("head_bucket")
+        except FileNotFoundError:
+            raise self._no_bucket() from None
+        except Exception:  # refused too: the credentials error stands
+            return
+
+    def _no_bucket(self) -> StoreError:
+        from keel.data.remote import RemoteAccessError
+
+        return RemoteAccessError(
+            f"bucket {self.bucket!r} of {self.remote.describe()} does not exist; create it "
+            "(e.g. `aws s3 mb s3://BUCKET`) or fix data.remotes in keel.yaml"
+        )
+
+    def _not_found(self, sha256: str) -> NotFoundError:
+        return NotFoundError(
+            f"object {sha256} is not on {self.remote.describe()}; push it from a machine "
+            "whose cache has it"
+        )
+
+
+class _RefusedError(Exception):
+    """The server refused an upload body as not matching its checksum."""
+
+
+def _md5_file(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,111 @@
+"""A push killed with SIGKILL part way never leaves an object that looks complete but is not,
+and running it again finishes the job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keel.data.inventory import list_objects
+from keel.data.remote import Remote
+from tests.data.remote_support import fill, make_remote, new_cache
+
+PUSHER = """
+import json, sys
+from pathlib import Path
+from keel.data.cache import DataCache
+from keel.data.remote import Remote
+
+class Report:  # one line per finished object, so the test knows how far the push got
+    done = 0
+    def start(self, objects, nbytes):
+        pass
+    def advance(self, nbytes, objects=0):
+        if objects:
+            self.done += objects
+            print(self.done, flush=True)
+
+spec = json.loads(Path(sys.argv[1]).read_text())
+remote = Remote("r", spec["url"], spec["options"], jobs=4)
+remote.push(DataCache(Path(spec["cache"]), ["copy"]), spec["hashes"], progress=Report())
+"""
+
+# Many small objects (one PUT each) and two large streamed ones that are still in flight
+# when the kill lands (the largest go first, and take longer than the first small ones).
+SIZES = [16_000] * 800 + [64 << 20] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["s3", "local"])
+def test_killed_push_leaves_no_bad_object_and_a_rerun_finishes(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if kind == "s3":
+        request.applymarker(pytest.mark.s3)
+    remote = make_remote(kind, request, tmp_path)
+    cache = new_cache(tmp_path / "cache")
+    objects = fill(cache, SIZES)
+    sizes = {sha: len(data) for sha, data in objects.items()}
+
+    done_at_kill = _push_and_kill(remote, cache.root, sorted(objects), tmp_path)
+    assert done_at_kill < len(objects), "the kill must land part way through the push"
+
+    partial = list_objects(remote)
+    assert 0 < len(partial) < len(objects)
+    _assert_all_intact(remote, partial, sizes, tmp_path / "check1")
+
+    report = remote.push(cache, objects)
+    assert report.transferred == len(objects) - len(partial)
+    assert report.present == len(partial)
+    finished = list_objects(remote)
+    assert finished == sizes
+    _assert_all_intact(remote, finished, sizes, tmp_path / "check2")
+
+
+def _push_and_kill(remote: Remote, cache_root: Path, hashes: list[str], tmp: Path) -> int:
+    spec = tmp / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "url": remote.url,
+                "options": dict(remote.options),
+                "cache": str(cache_root),
+                "hashes": hashes,
+            }
+        )
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", PUSHER, str(spec)], env=dict(os.environ), stdout=subprocess.PIPE
+    )
+    assert child.stdout is not None
+    try:
+        for line in child.stdout:
+            done = int(line)
+            if done >= 100:  # about an eighth of the objects: well inside the push
+                os.kill(child.pid, signal.SIGKILL)
+                return done
+        pytest.fail(f"the push ended (exit {child.wait()}) before it was killed")
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(timeout=30)
+        child.stdout.close()
+    raise AssertionError("unreachable")
+
+
+def _assert_all_intact(
+    remote: Remote, listed: dict[str, int], sizes: dict[str, int], where: Path
+) -> None:
+    """Every object on the remote has its full size and hashes to its name (pull verifies
+    each one before it enters the cache, raising on any mismatch)."""
+    assert {sha: sizes.get(sha) for sha in listed} == listed
+    check = new_cache(where)
+    report = remote.pull(check, listed, sizes=listed)
+    assert report.transferred == len(listed)
+    assert all(check.has(sha) for sha in listed)
