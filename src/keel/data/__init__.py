@@ -17,30 +17,40 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
     "DatasetVersion": "keel.data.api",
+    "GcReport": "keel.data.gc",
     "Pointer": "keel.data.pointer",
+    "Remote": "keel.data.remote",
     "add": "keel.data.workspace",
     "checkout": "keel.data.restore",
+    "gc": "keel.data.gc",
     "install_hooks": "keel.data.hooks",
     "open": "keel.data.api",
+    "remote_for": "keel.data.remote",
     "resolve": "keel.data.api",
     "status": "keel.data.workspace",
 }
 
 __all__ = [
     "DatasetVersion",
+    "GcReport",
     "Pointer",
+    "Remote",
     "add",
     "checkout",
+    "gc",
     "install_hooks",
     "open",
+    "remote_for",
     "resolve",
     "status",
 ]
 
 if TYPE_CHECKING:
     from keel.data.api import DatasetVersion, open, resolve
+    from keel.data.gc import GcReport, gc
     from keel.data.hooks import install_hooks
     from keel.data.pointer import Pointer
+    from keel.data.remote import Remote, remote_for
     from keel.data.restore import checkout
     from keel.data.workspace import add, status
 
