@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from keel.cli.context import JSON_OPTION, project_session
+
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
@@ -18,20 +20,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)
 
-JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 JOBS = typer.Option(None, "--jobs", "-j", min=1, max=256, help="Parallel workers.")
 BAR_MIN_BYTES = 64 << 20  # below this, hashing is over before a bar would be worth drawing
-
-
-@contextmanager
-def _project() -> Iterator[Project]:
-    from keel.cli.context import current_project
-
-    project = current_project()
-    try:
-        yield project
-    finally:
-        project.close()
 
 
 class _HashBar:
@@ -109,13 +99,13 @@ def _size(n: int) -> str:
 def add(
     paths: list[Path] = typer.Argument(..., help="Files or folders inside the project."),
     jobs: int | None = JOBS,
-    as_json: bool = JSON,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Version files or folders: store them in the cache and write PATH.keel pointer files
     (commit those to git; the data itself is git-ignored)."""
     from keel.data.workspace import add as add_data
 
-    with _project() as project, _bar("hashing") as bar:
+    with project_session() as project, _bar("hashing") as bar:
         pointers = add_data(project, _cwd_paths(paths), jobs=jobs, progress=bar)
     if as_json:
         from keel.cli.output import print_json
@@ -138,13 +128,13 @@ def status(
         False, "--check", help="Exit with status 1 when anything is out of date (for CI)."
     ),
     jobs: int | None = JOBS,
-    as_json: bool = JSON,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show tracked data that is modified or missing in the workspace, missing from the
     cache, or not pushed to the remote."""
     from keel.data.workspace import status as data_status
 
-    with _project() as project, _bar("hashing") as bar:
+    with project_session() as project, _bar("hashing") as bar:
         report = data_status(project, remote, jobs=jobs, progress=bar)
     if as_json:
         from keel.cli.output import print_json
@@ -203,7 +193,7 @@ def checkout(
     missing from the cache from the remote."""
     from keel.data.restore import checkout as data_checkout
 
-    with _project() as project, _bar("writing") as bar:
+    with project_session() as project, _bar("writing") as bar:
         report = data_checkout(
             project,
             rev,
@@ -231,7 +221,7 @@ def install_hooks() -> None:
     matching data."""
     from keel.data.hooks import install_hooks as install
 
-    with _project() as project:
+    with project_session() as project:
         written = install(project)
     if written:
         print("installed " + ", ".join(str(p) for p in written))
@@ -349,14 +339,14 @@ def push(
     paths: list[Path] | None = typer.Argument(None, help="Only these tracked paths."),
     remote: str | None = REMOTE,
     jobs: int | None = JOBS,
-    as_json: bool = JSON,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Upload the objects of the tracked data (all, or PATHS) that the remote lacks; each
     upload is verified, and an interrupted push is finished by running it again."""
     from keel.data.cache import cache_for
     from keel.data.remote import objects_of, remote_for
 
-    with _project() as project, _transfer_bar("push") as bar:
+    with project_session() as project, _transfer_bar("push") as bar:
         target = remote_for(project, remote)
         cache = cache_for(project)
         hashes = objects_of(cache, _tracked(project, paths), target)
@@ -380,7 +370,7 @@ def pull(
     force: bool = typer.Option(
         False, "--force", "-f", help="Overwrite workspace changes not saved with keel data add."
     ),
-    as_json: bool = JSON,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Download the objects of the tracked data (all, or PATHS) that the cache lacks —
     each sha256-verified — and update the workspace to match the pointer files."""
@@ -391,7 +381,7 @@ def pull(
     from keel.data.restore import checkout as data_checkout
 
     started = time.monotonic()
-    with _project() as project, _transfer_bar("pull") as bar, _bar("writing") as writing:
+    with project_session() as project, _transfer_bar("pull") as bar, _bar("writing") as writing:
         target = remote_for(project, remote)
         result = data_checkout(
             project,
@@ -460,14 +450,14 @@ def gc(
     force: bool = typer.Option(
         False, "--force", "-f", help="Delete for real (the default is a dry run)."
     ),
-    as_json: bool = JSON,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Delete data objects nothing needs any more: not the workspace's pointer files, not
     those on the branches, not any registered model version's lineage. A dry run unless
     --force."""
     from keel.data.gc import gc as collect
 
-    with _project() as project:
+    with project_session() as project:
         report = collect(project, branches=branches or None, remote=remote, dry_run=not force)
     if as_json:
         from keel.cli.output import print_json

@@ -53,7 +53,7 @@ def demo(
 def _summary(result: DemoResult, seconds: float) -> None:
     from rich.rule import Rule
 
-    from keel.cli.lineage import _print_tree
+    from keel.cli.lineage import print_lineage_tree
     from keel.cli.output import console, print_table
     from keel.demo.pipeline import EXPERIMENT, MODEL_NAME
     from keel.registry.aliases import alias_history
@@ -88,7 +88,7 @@ def _summary(result: DemoResult, seconds: float) -> None:
         ],
     )
     console.print(f"Lineage of the champion (keel lineage {MODEL_NAME}@champion):")
-    _print_tree(lineage(project, f"{MODEL_NAME}@champion"))
+    print_lineage_tree(lineage(project, f"{MODEL_NAME}@champion"))
     console.print(
         f"\nThe demo project is in {project.root}. Try: cd {project.root} && keel models show "
         f"{MODEL_NAME} && keel lineage --dataset {result.dataset_sha256[:12]}"

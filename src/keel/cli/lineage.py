@@ -34,7 +34,7 @@ def lineage(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a tree/table."),
 ) -> None:
     """Show where a model version came from, or which model versions used an input."""
-    from keel.cli.context import current_project
+    from keel.cli.context import project_session
     from keel.cli.output import print_json
     from keel.errors import InvalidInputError
     from keel.registry import lineage as walk_back
@@ -46,20 +46,17 @@ def lineage(
             "give a model (`keel lineage fraud@3`) or exactly one of --dataset, --feature-view, "
             "--training-set"
         )
-    project = current_project()
-    try:
+    with project_session() as project:
         if ref is not None:
             trail = walk_back(project, ref)
             if as_json:
                 print_json(trail)
             else:
-                _print_tree(trail)
+                print_lineage_tree(trail)
             return
         found = models_using(
             project, dataset=dataset, feature_view=feature_view, training_set=training_set
         )
-    finally:
-        project.close()
     if as_json:
         print_json(found)
     else:
@@ -80,7 +77,8 @@ def _print_models(found: list[ModelVersion], what: str) -> None:
     print_table(f"Model versions trained on {what}", columns, rows)
 
 
-def _print_tree(trail: Lineage) -> None:
+def print_lineage_tree(trail: Lineage) -> None:
+    """The lineage of a model version as a tree (also used by `keel demo`)."""
     from rich.markup import escape
     from rich.tree import Tree
 

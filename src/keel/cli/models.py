@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from keel.cli.context import JSON_OPTION, project_session
+
 if TYPE_CHECKING:
-    from keel.project import Project
     from keel.registry import ModelVersion
 
 app = typer.Typer(no_args_is_help=True)
 
-JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 REASON = typer.Option(None, "--reason", help="Why: kept in the history and audit log.")
 
 
-@contextmanager
-def _project() -> Iterator[Project]:
-    from keel.cli.context import current_project
-
-    project = current_project()
-    try:
-        yield project
-    finally:
-        project.close()
-
-
 @app.command("list")
-def list_cmd(as_json: bool = JSON) -> None:
+def list_cmd(as_json: bool = JSON_OPTION) -> None:
     """List registered models with their latest version and aliases."""
     from keel.cli.output import print_json, print_table
     from keel.registry import list_models
 
-    with _project() as project:
+    with project_session() as project:
         models = list_models(project)
     if as_json:
         print_json(models)
@@ -49,13 +36,13 @@ def list_cmd(as_json: bool = JSON) -> None:
 @app.command("show")
 def show(
     ref: str = typer.Argument(..., help="NAME (all versions), NAME@VERSION or NAME@ALIAS."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show a model's versions, or one version's details."""
     from keel.cli.output import print_json, print_table
     from keel.registry import get_model_version, list_versions
 
-    with _project() as project:
+    with project_session() as project:
         if "@" in ref:
             version = get_model_version(project, ref)
             if as_json:
@@ -87,13 +74,13 @@ def show(
 def history(
     name: str = typer.Argument(..., help="Model name."),
     alias: str | None = typer.Option(None, "--alias", help="Only this alias's moves."),
-    as_json: bool = JSON,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show every alias move (and, without --alias, every state change) of a model."""
     from keel.cli.output import print_json, print_table
     from keel.registry import alias_history, audit_log
 
-    with _project() as project:
+    with project_session() as project:
         moves = alias_history(project, name, alias)
         changes = []
         if alias is None:
@@ -130,7 +117,7 @@ def alias_cmd(
             f"give either a VERSION (`keel models alias {name} {alias} 3`) or --delete, not "
             + ("both" if remove else "neither")
         )
-    with _project() as project:
+    with project_session() as project:
         if version is None:
             change = delete_alias(project, name, alias, reason=reason)
             console.print(f"Removed {name}@{alias} (was version {change.from_version}).")
@@ -164,7 +151,7 @@ def _transition(name: str, version: int, state: str, reason: str | None) -> None
     from keel.cli.output import console
     from keel.registry import transition
 
-    with _project() as project:
+    with project_session() as project:
         moved = transition(project, name, version, state, reason=reason)
     console.print(f"{moved.ref} is now {moved.state}.")
 

@@ -5,11 +5,11 @@ Domain code is imported inside each command so that `keel --help` stays fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from keel.cli.context import JSON_OPTION, project_session
 
 if TYPE_CHECKING:
     from keel.project import Project
@@ -21,19 +21,6 @@ app = typer.Typer(no_args_is_help=True)
 # Ids start with 12 hex digits of milliseconds: 16 characters also tell apart runs started in
 # the same millisecond, and any unique prefix of 6 or more works in `keel runs show`.
 SHORT_ID = 16
-_JSON = typer.Option(False, "--json", help="Print plain JSON instead of a table.")
-
-
-@contextmanager
-def _project() -> Iterator[Project]:
-    """The current project, closed afterwards so no database connection is left open."""
-    from keel.cli.context import current_project
-
-    project = current_project()
-    try:
-        yield project
-    finally:
-        project.close()
 
 
 @app.command("list")
@@ -43,12 +30,12 @@ def list_command(
         None, "--status", "-s", help="running, finished, failed or killed."
     ),
     limit: int = typer.Option(20, "--limit", "-n", help="How many of the newest runs."),
-    as_json: bool = _JSON,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """The newest runs first."""
     from keel.tracking.query import list_runs
 
-    with _project() as project:
+    with project_session() as project:
         found = list_runs(project, experiment=experiment, status=status, limit=limit)
     if as_json:
         _print_runs_json(found)
@@ -61,12 +48,12 @@ def list_command(
 @app.command("show")
 def show_command(
     run_id: str = typer.Argument(..., help="A run id, or a unique prefix of 6+ characters."),
-    as_json: bool = _JSON,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Everything recorded for one run: values, code, environment, artifacts, lineage."""
     from keel.tracking.query import get_run
 
-    with _project() as project:
+    with project_session() as project:
         run = get_run(project, run_id)
         environment = _environment(project, run.environment_sha256)
     if as_json:
@@ -89,13 +76,13 @@ def search_command(
         None, "--experiment", "-e", help="Only these experiments; repeat for more."
     ),
     max_results: int = typer.Option(100, "--max-results", "-n", help="At most this many."),
-    as_json: bool = _JSON,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Runs matching a filter (metrics.KEY, params.KEY, tags.KEY, attributes; AND/OR/NOT)."""
     from keel.tracking.query import search_runs
     from keel.tracking.search import fields_of, parse_filter, parse_order_by
 
-    with _project() as project:
+    with project_session() as project:
         found = search_runs(
             project,
             filter_text,
@@ -114,12 +101,12 @@ def search_command(
 @app.command("compare")
 def compare_command(
     run_ids: list[str] = typer.Argument(..., help="Two or more run ids (or unique prefixes)."),
-    as_json: bool = _JSON,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Params and latest metrics side by side; rows that differ are marked ≠."""
     from keel.tracking.query import compare_runs
 
-    with _project() as project:
+    with project_session() as project:
         comparison = compare_runs(project, run_ids)
     if as_json:
         from keel.cli.output import print_json
