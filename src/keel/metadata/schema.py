@@ -218,3 +218,25 @@ audit_log = Table(
     Column("details", JSON, nullable=True),
     Index("ix_audit_log_entity", "entity_kind", "entity_ref"),
 )
+
+# One row per feature view: its current version and the metadata shown by `keel features list`.
+feature_views = Table(
+    "feature_views",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("current_version", SHA, nullable=False),
+    Column("owner", String(256), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Every version a feature view ever had (append-only): the canonical definition it hashes.
+feature_view_versions = Table(
+    "feature_view_versions",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("version", SHA, primary_key=True),  # keel.features.versioning.view_version
+    Column("definition", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=True),
+)

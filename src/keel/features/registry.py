@@ -1,0 +1,236 @@
+"""The feature registry: applied feature views and every version they had, in the metadata DB.
+
+    results = apply_definitions(project)                 # features.py in the project root
+    [v.name for v in list_feature_views(project)]
+    diff_versions(project, "user_stats")                 # previous version -> current one
+
+A view's version is `keel.features.versioning.view_version`; applying a changed definition
+adds a version and moves ``current_version``, an unchanged one writes nothing, and the history
+is never rewritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keel.errors import InvalidInputError, NotFoundError
+from keel.features.definitions import FeatureView
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from keel.features.offline.spec import ViewInput
+    from keel.project import Project
+
+
+@dataclass(frozen=True)
+class AppliedView:
+    """The outcome of applying one view: ``status`` is ``created``, ``updated`` or
+    ``unchanged``; ``previous`` is the version it replaced."""
+
+    name: str
+    version: str
+    status: str
+    previous: str | None = None
+
+
+@dataclass(frozen=True)
+class FeatureViewVersion:
+    name: str
+    version: str
+    definition: dict[str, Any]
+    created_at: int
+    created_by: str | None
+
+
+@dataclass(frozen=True)
+class FeatureViewInfo:
+    """A registered view: its current version, owner, description and (from `get_feature_view`)
+    its versions, oldest first."""
+
+    name: str
+    current_version: str
+    owner: str
+    description: str | None
+    updated_at: int
+    versions: tuple[FeatureViewVersion, ...] = ()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between two versions: a dotted ``path`` in the definition."""
+
+    path: str
+    old: Any
+    new: Any
+
+
+def apply_definitions(project: Project, path: str | Path | None = None) -> list[AppliedView]:
+    """Load, validate and register the views of ``path`` (default: features.py in the project
+    root) in one transaction: nothing is written when any view is invalid.
+
+    >>> [r.status for r in apply_definitions(project)]  # doctest: +SKIP
+    ['created']
+    """
+    from keel.features.repo import DEFAULT_FILE, load_definitions, validate_view
+    from keel.features.versioning import canonical_definition, view_version
+
+    file = Path(path) if path is not None else project.root / DEFAULT_FILE
+    views = load_definitions(file).views
+    if not views:
+        raise InvalidInputError(f"{file} declares no FeatureView at module level; declare one")
+    for view in views:
+        validate_view(view, project)
+    prepared = [(v, view_version(v), canonical_definition(v)) for v in views]
+    with project.metadata.write() as conn:
+        return [_register(project, conn, *item) for item in prepared]
+
+
+def _register(
+    project: Project, conn: Connection, view: FeatureView, version: str, definition: dict[str, Any]
+) -> AppliedView:
+    from sqlalchemy import select
+
+    from keel.core.timeutil import now_ms
+    from keel.metadata.schema import feature_view_versions, feature_views
+    from keel.metadata.sql import insert_ignore, upsert
+
+    project.metadata.lock_row(conn, "feature_views", "name", view.name)
+    previous = conn.execute(
+        select(feature_views.c.current_version).where(feature_views.c.name == view.name)
+    ).scalar()
+    if previous == version:
+        return AppliedView(view.name, version, "unchanged", previous)
+    now = now_ms()
+    version_row = {
+        "name": view.name,
+        "version": version,
+        "definition": definition,
+        "created_at": now,
+        "created_by": project.user,
+    }
+    # insert_ignore: reverting to an older definition reuses its recorded version.
+    insert_ignore(conn, feature_view_versions, [version_row], keys=["name", "version"])
+    head = {
+        "name": view.name,
+        "current_version": version,
+        "owner": view.owner,
+        "description": view.description,
+        "updated_at": now,
+    }
+    upsert(conn, feature_views, [head], keys=["name"], update=[k for k in head if k != "name"])
+    return AppliedView(view.name, version, "updated" if previous else "created", previous)
+
+
+def list_feature_views(project: Project) -> list[FeatureViewInfo]:
+    """Every registered view, by name.
+
+    >>> [v.name for v in list_feature_views(project)]  # doctest: +SKIP
+    ['merchant_stats', 'user_stats']
+    """
+    from sqlalchemy import select
+
+    from keel.metadata.schema import feature_views
+
+    with project.metadata.read() as conn:
+        rows = conn.execute(select(feature_views).order_by(feature_views.c.name)).all()
+    return [FeatureViewInfo(**row._mapping) for row in rows]
+
+
+def get_feature_view(project: Project, name: str) -> FeatureViewInfo:
+    """One view with its version history, oldest first (NotFoundError when never applied)."""
+    from sqlalchemy import select
+
+    from keel.metadata.schema import feature_view_versions as fvv
+    from keel.metadata.schema import feature_views
+
+    with project.metadata.read() as conn:
+        row = conn.execute(select(feature_views).where(feature_views.c.name == name)).first()
+        history = conn.execute(
+            select(fvv).where(fvv.c.name == name).order_by(fvv.c.created_at, fvv.c.version)
+        ).all()
+    if row is None:
+        raise NotFoundError(
+            f"feature view {name!r} is not registered; `keel features list` lists the views, "
+            "`keel features apply` registers them"
+        )
+    versions = tuple(FeatureViewVersion(**h._mapping) for h in history)
+    return FeatureViewInfo(**row._mapping, versions=versions)
+
+
+def find_version(info: FeatureViewInfo, ref: str) -> FeatureViewVersion:
+    """The version of ``info`` whose hash starts with ``ref`` (at least 4 characters)."""
+    found = [v for v in info.versions if len(ref) >= 4 and v.version.startswith(ref)]
+    if len(found) != 1:
+        problem = "matches several versions" if found else "is not one of its versions"
+        raise NotFoundError(
+            f"{ref!r} {problem} of feature view {info.name!r}; `keel features show {info.name}` "
+            "lists them (give 4 or more leading characters)"
+        )
+    return found[0]
+
+
+def diff_versions(
+    project: Project, name: str, old: str | None = None, new: str | None = None
+) -> list[Change]:
+    """What changed between two versions of a view (default: the previous version and the
+    current one); an empty list when they are equal.
+
+    >>> diff_versions(project, "user_stats")  # doctest: +SKIP
+    [Change(path='ttl_seconds', old=86400.0, new=172800.0)]
+    """
+    info = get_feature_view(project, name)
+    if (old is None) != (new is None):
+        raise InvalidInputError("pass both versions to compare, or neither for previous/current")
+    if old is not None and new is not None:
+        before, after = find_version(info, old), find_version(info, new)
+    else:
+        after = find_version(info, info.current_version)
+        others = [v for v in info.versions if v.version != info.current_version]
+        if not others:
+            return []
+        before = others[-1]
+    return _diff("", before.definition, after.definition)
+
+
+def _diff(prefix: str, old: Any, new: Any) -> list[Change]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        changes: list[Change] = []
+        for key in sorted(set(old) | set(new)):
+            changes += _diff(f"{prefix}.{key}" if prefix else key, old.get(key), new.get(key))
+        return changes
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            c
+            for i, (o, n) in enumerate(zip(old, new, strict=True))
+            for c in _diff(f"{prefix}[{i}]", o, n)
+        ]
+    return [] if old == new else [Change(prefix, old, new)]
+
+
+def to_view_input(view: FeatureView, project: Project | None = None) -> ViewInput:
+    """The offline engine's form of ``view``, its source resolved against ``project``.
+
+    >>> DuckDBEngine().get_training_set(
+    ...     JoinRequest(entity_df, (to_view_input(user_stats, project),)))  # doctest: +SKIP
+    """
+    from keel.features.offline.spec import AggregationInput, FeatureInput, ViewInput
+
+    features = tuple(FeatureInput(f.name, f.dtype, default=f.default) for f in view.fields)
+    aggregations = tuple(
+        AggregationInput(a.output_name, a.column, a.function, a.window_delta, default=a.default)
+        for a in view.aggregation_list
+    )
+    return ViewInput(
+        view.name,
+        view.entity.key_names,
+        view.source.resolve(project),
+        view.source.event_timestamp,
+        created_timestamp=view.source.created_timestamp,
+        features=features,
+        aggregations=aggregations,
+        ttl=view.ttl_delta,
+        source_time_zone=view.source.time_zone,
+    )

@@ -1,0 +1,199 @@
+"""Load feature definitions from a Python file and validate them against their data.
+
+`load_definitions` runs the file (``features.py`` in the project root by default) and collects
+its module-level `Entity` and `FeatureView` objects; `validate_view` checks a view against the
+schema of its Parquet data (read from file footers only, never the rows).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keel.errors import InvalidInputError, KeelError
+from keel.features.definitions import Entity, FeatureView
+from keel.features.sources import is_url
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from keel.project import Project
+
+DEFAULT_FILE = "features.py"
+_NUMERIC = ("sum", "mean")
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """What a definitions file declares, in file order."""
+
+    path: Path
+    entities: tuple[Entity, ...]
+    views: tuple[FeatureView, ...]
+
+
+def load_definitions(path: str | Path) -> Definitions:
+    """Run ``path`` and collect its module-level entities and feature views.
+
+    >>> load_definitions("features.py").views[0].name  # doctest: +SKIP
+    'user_stats'
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InvalidInputError(
+            f"definitions file {str(file)!r} does not exist; create it or pass its path to "
+            "`keel features apply FILE`"
+        )
+    namespace = _run(file)
+    entities: dict[int, Entity] = {}
+    views: dict[str, FeatureView] = {}
+    for value in namespace.values():
+        if isinstance(value, Entity):
+            entities.setdefault(id(value), value)
+        elif isinstance(value, FeatureView):
+            known = views.setdefault(value.name, value)
+            if known is not value:
+                raise InvalidInputError(
+                    f"{file} declares two feature views named {value.name!r}; rename one"
+                )
+    return Definitions(file, tuple(entities.values()), tuple(views.values()))
+
+
+def _run(file: Path) -> dict[str, Any]:
+    from keel.core.hashing import sha256_bytes
+
+    name = "keel_features_" + sha256_bytes(str(file.resolve()).encode())[:12]
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise InvalidInputError(f"{file} cannot be loaded as Python; give it a .py name")
+    module = importlib.util.module_from_spec(spec)
+    # Registered while it runs so dataclasses and pickling inside the file can find it.
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except KeelError:
+        raise
+    except Exception as exc:
+        raise InvalidInputError(
+            f"{file} failed while loading: {type(exc).__name__}: {exc}; fix the file"
+        ) from exc
+    finally:
+        sys.modules.pop(name, None)
+    return dict(vars(module))
+
+
+def validate_view(view: FeatureView, project: Project | None = None) -> None:
+    """Check ``view`` against the schema of its source; raise InvalidInputError naming the
+    view and the fix for: a missing owner, an unknown column, a dtype mismatch, or a naive
+    timestamp column without ``time_zone``.
+
+    >>> validate_view(user_stats, project)  # doctest: +SKIP
+    """
+    where = f"feature view {view.name!r}"
+    if not isinstance(view.owner, str) or not view.owner.strip():
+        raise InvalidInputError(f"{where} has no owner; pass owner='team-or-person'")
+    schema = read_schema(view.source.resolve(project), where)
+    source = view.source
+    for key, dtype in view.entity.join_keys.items():
+        _check_type(where, schema, key, dtype, "join key")
+    for field in view.fields:
+        _check_type(where, schema, field.name, field.dtype, "feature")
+    for agg in view.aggregation_list:
+        arrow = _column(where, schema, agg.column, f"aggregation {agg.output_name!r}")
+        if agg.function in _NUMERIC and keel_dtype(arrow) not in _NUMBER_TYPES:
+            raise InvalidInputError(
+                f"{where}: aggregation {agg.output_name!r} takes {agg.function} of column "
+                f"{agg.column!r}, which is {arrow}, not a number; aggregate a numeric column"
+            )
+    for role in ("event_timestamp", "created_timestamp"):
+        column = getattr(source, role)
+        if column is not None:
+            _check_timestamp(where, schema, column, role, source.time_zone)
+
+
+_NUMBER_TYPES = frozenset(
+    {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+    | {"float32", "float64", "bool"}
+)
+
+
+def read_schema(source: str, where: str) -> pa.Schema:
+    """The Arrow schema of the first Parquet file of ``source`` (file, glob or URL)."""
+    import pyarrow.parquet as pq
+
+    if is_url(source):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(source)
+        files = [root] if fs.isfile(root) else sorted(fs.glob(root))
+        if not files:
+            raise _no_files(where, source)
+        with fs.open(files[0], "rb") as handle:
+            return pq.read_schema(handle)
+    import glob
+
+    files = sorted(glob.glob(source, recursive=True))
+    if not files:
+        raise _no_files(where, source)
+    return pq.read_schema(files[0])
+
+
+def _no_files(where: str, source: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"{where}: source {source!r} matches no Parquet file; fix the source path"
+    )
+
+
+def keel_dtype(arrow: pa.DataType) -> str:
+    """The `DTYPES` name of an Arrow type (``str(arrow)`` when Keel has no name for it)."""
+    import pyarrow as pa
+
+    if pa.types.is_string(arrow) or pa.types.is_large_string(arrow):
+        return "string"
+    if pa.types.is_binary(arrow) or pa.types.is_large_binary(arrow):
+        return "binary"
+    if pa.types.is_float32(arrow):
+        return "float32"
+    if pa.types.is_float64(arrow):
+        return "float64"
+    if pa.types.is_date(arrow):
+        return "date"
+    if pa.types.is_timestamp(arrow):
+        return "timestamp"
+    return str(arrow)
+
+
+def _column(where: str, schema: pa.Schema, name: str, role: str) -> pa.DataType:
+    index = schema.get_field_index(name)
+    if index < 0:
+        raise InvalidInputError(
+            f"{where}: {role} reads column {name!r}, which the source does not have "
+            f"(it has {schema.names}); fix the name or the source"
+        )
+    return schema.field(index).type
+
+
+def _check_type(where: str, schema: pa.Schema, name: str, dtype: str, role: str) -> None:
+    actual = keel_dtype(_column(where, schema, name, f"{role} {name!r}"))
+    if actual != dtype:
+        raise InvalidInputError(
+            f"{where}: {role} {name!r} is declared {dtype!r} but the source column is "
+            f"{actual!r}; declare dtype={actual!r} or cast the data"
+        )
+
+
+def _check_timestamp(where: str, schema: pa.Schema, name: str, role: str, zone: str | None) -> None:
+    arrow = _column(where, schema, name, role)
+    if keel_dtype(arrow) != "timestamp":
+        raise InvalidInputError(
+            f"{where}: {role} column {name!r} is {arrow}, not a timestamp; point {role} at a "
+            "timestamp column"
+        )
+    if getattr(arrow, "tz", None) is None and zone is None:
+        raise InvalidInputError(
+            f"{where}: {role} column {name!r} has naive timestamps; declare the source's "
+            "time_zone (e.g. time_zone='UTC') or store timezone-aware timestamps"
+        )
