@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from keel.errors import InvalidInputError
 
@@ -31,7 +31,34 @@ def is_url(path: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ParquetSource:
+class _TimedSource:
+    """What every source declares: where the rows are and which columns hold their times."""
+
+    path: str
+    event_timestamp: str
+    created_timestamp: str | None = None
+    time_zone: str | None = None
+
+    kind: ClassVar[str]
+
+    def _check_columns(self) -> None:
+        _check_column("event_timestamp", self.event_timestamp)
+        if self.created_timestamp is not None:
+            _check_column("created_timestamp", self.created_timestamp)
+
+    def describe(self) -> dict[str, Any]:
+        """The source's part of a view's canonical definition."""
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "event_timestamp": self.event_timestamp,
+            "created_timestamp": self.created_timestamp,
+            "time_zone": self.time_zone,
+        }
+
+
+@dataclass(frozen=True)
+class ParquetSource(_TimedSource):
     """A Parquet file, folder or glob, local (relative paths are relative to the project root)
     or any fsspec URL.
 
@@ -39,19 +66,12 @@ class ParquetSource:
     'parquet'
     """
 
-    path: str
-    event_timestamp: str
-    created_timestamp: str | None = None
-    time_zone: str | None = None
-
-    kind = "parquet"
+    kind: ClassVar[str] = "parquet"
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path:
             raise InvalidInputError(f"ParquetSource path {self.path!r} is empty; pass a path")
-        _check_column("event_timestamp", self.event_timestamp)
-        if self.created_timestamp is not None:
-            _check_column("created_timestamp", self.created_timestamp)
+        self._check_columns()
 
     def resolve(self, project: Project | None = None) -> str:
         """The engine's ``source`` value: a URL as is, a local path made absolute (a folder
@@ -65,13 +85,9 @@ class ParquetSource:
             return str(local / "**" / "*.parquet")
         return str(local)
 
-    def describe(self) -> dict[str, Any]:
-        """The source's part of a view's canonical definition."""
-        return _describe(self)
-
 
 @dataclass(frozen=True)
-class DatasetSource:
+class DatasetSource(_TimedSource):
     """A dataset tracked with ``keel data add`` (a Parquet file or folder), read at the version
     checked out in the worktree; `version` gives that version's sha256 for lineage.
 
@@ -79,12 +95,7 @@ class DatasetSource:
     'dataset'
     """
 
-    path: str
-    event_timestamp: str
-    created_timestamp: str | None = None
-    time_zone: str | None = None
-
-    kind = "dataset"
+    kind: ClassVar[str] = "dataset"
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path or is_url(self.path):
@@ -92,9 +103,7 @@ class DatasetSource:
                 f"DatasetSource path {self.path!r} is not a project path; pass the path given "
                 "to `keel data add`, or use ParquetSource for a URL"
             )
-        _check_column("event_timestamp", self.event_timestamp)
-        if self.created_timestamp is not None:
-            _check_column("created_timestamp", self.created_timestamp)
+        self._check_columns()
 
     def version(self, project: Project) -> str:
         """The sha256 of the dataset version in the worktree (NotFoundError when untracked)."""
@@ -109,19 +118,5 @@ class DatasetSource:
             self.version(project)
         return ParquetSource(self.path, self.event_timestamp).resolve(project)
 
-    def describe(self) -> dict[str, Any]:
-        """The source's part of a view's canonical definition."""
-        return _describe(self)
-
 
 Source: TypeAlias = ParquetSource | DatasetSource
-
-
-def _describe(source: Source) -> dict[str, Any]:
-    return {
-        "kind": source.kind,
-        "path": source.path,
-        "event_timestamp": source.event_timestamp,
-        "created_timestamp": source.created_timestamp,
-        "time_zone": source.time_zone,
-    }
