@@ -14,10 +14,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def from_ms(ms: int | None) -> datetime | None:
-    if ms is None:
-        return None
+def at_ms(ms: int) -> datetime:
+    """The aware UTC datetime of epoch milliseconds."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def from_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else at_ms(ms)
 
 
 def to_ms(value: datetime) -> int:

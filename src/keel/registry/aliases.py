@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, RowMapping, delete, insert, select, update
 
-from keel.core.timeutil import now_ms
+from keel.core.timeutil import at_ms, now_ms
 from keel.errors import InvalidInputError, NotFoundError, StateError
 from keel.metadata.schema import alias_history as history_table
 from keel.metadata.schema import model_aliases, model_versions
@@ -27,7 +27,6 @@ from keel.registry.lookup import (
     CANDIDATE,
     ModelVersion,
     aliases_by_version,
-    dt,
     no_alias_message,
     no_version_message,
     require_model,
@@ -88,7 +87,7 @@ def set_alias(
         _check_target(project, alias, row)
         current = _current(conn, name, alias)
         now = now_ms()
-        change = AliasChange(name, alias, current, number, author, reason, dt(now))
+        change = AliasChange(name, alias, current, number, author, reason, at_ms(now))
         if current == number:
             return change
         upsert(
@@ -128,7 +127,7 @@ def delete_alias(
             )
         )
         now = now_ms()
-        change = AliasChange(name, alias, current, None, author, reason, dt(now))
+        change = AliasChange(name, alias, current, None, author, reason, at_ms(now))
         _record(conn, change, now, action="delete_alias")
     return change
 
@@ -155,7 +154,7 @@ def alias_history(project: Project, name: str, alias: str | None = None) -> list
             to_version=row["to_version"],
             author=row["author"],
             reason=row["reason"],
-            at=dt(row["at"]),
+            at=at_ms(row["at"]),
         )
         for row in rows
     ]

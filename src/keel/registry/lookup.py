@@ -6,11 +6,12 @@ transactions, so they take a connection rather than a project).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, select
 
+from keel.core.timeutil import at_ms
 from keel.errors import NotFoundError
 from keel.metadata.schema import model_aliases, model_versions, registered_models
 from keel.registry.refs import ModelRef
@@ -135,7 +136,7 @@ def to_version(row: RowMapping | dict[str, Any], aliases: list[str]) -> ModelVer
         state=row["state"],
         description=row["description"],
         created_by=row["created_by"],
-        created_at=dt(row["created_at"]),
+        created_at=at_ms(row["created_at"]),
         aliases=list(aliases),
     )
 
@@ -174,7 +175,3 @@ def no_version_message(conn: Connection, name: str, version: int | None) -> str:
         f"model {name!r} has no version {version}; its versions: {listed} "
         f"(`keel models show {name}` lists them)"
     )
-
-
-def dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)

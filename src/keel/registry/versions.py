@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from keel.core.timeutil import now_ms
+from keel.core.timeutil import at_ms, now_ms
 from keel.errors import NotFoundError
 from keel.metadata.schema import model_aliases, model_versions, registered_models, runs
 from keel.metadata.sql import insert_ignore
@@ -24,7 +24,6 @@ from keel.registry.lookup import (
     ModelVersion,
     RegisteredModel,
     aliases_by_version,
-    dt,
     require_model,
     resolve,
     to_version,
@@ -144,8 +143,8 @@ def list_models(project: Project) -> list[RegisteredModel]:
                 name=m.name,
                 description=m.description,
                 latest_version=m.latest_version,
-                created_at=dt(m.created_at),
-                updated_at=dt(m.updated_at),
+                created_at=at_ms(m.created_at),
+                updated_at=at_ms(m.updated_at),
                 aliases=aliases.get(m.name, {}),
             )
             for m in models
