@@ -12,8 +12,9 @@ Names resolve lazily, so importing this package costs nothing until one is used.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from keel.core.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "DatasetVersion": "keel.data.api",
@@ -55,14 +56,4 @@ if TYPE_CHECKING:
     from keel.data.workspace import add, status
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel.data' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
