@@ -78,6 +78,21 @@ class DataConfig(_Section):
     jobs: int = Field(default=8, ge=1, le=256)  # parallel transfers
 
 
+class FeaturesConfig(_Section):
+    # The Python file that declares entities, feature views and feature services.
+    definitions: str = "features.py"
+    # sqlite:///PATH (relative to the project) or redis://HOST:PORT/DB[?prefix=NAME]
+    online_store: str = "sqlite:///.keel/online.db"
+    offline_engine: Literal["duckdb", "spark"] = "duckdb"
+    # DuckDB's memory cap for training sets (e.g. "4GB"); past it, it spills to disk.
+    memory_limit: str | None = None
+    # A model whose feature versions differ from the online store's: refuse to load, or warn.
+    on_version_mismatch: Literal["refuse", "warn"] = "refuse"
+    # Log every online lookup (keys, request time, values) for `keel features skew-check`.
+    log_served: bool = False
+    served_log: str = ".keel/served-features"
+
+
 class KeelConfig(_Section):
     project: str = "keel-project"
     user: str | None = None
@@ -86,6 +101,7 @@ class KeelConfig(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
 
 
 DEFAULT_YAML = """\
@@ -128,6 +144,16 @@ data:
   # remotes:
   #   storage: {{url: "s3://bucket/keel-data", options: {{endpoint_url: "http://127.0.0.1:8333"}}}}
   remotes: {{}}
+
+features:
+  definitions: features.py  # entities, feature views and services (`keel features apply`)
+  # sqlite:///PATH (embedded) or redis://HOST:6379/0?prefix=NAME
+  online_store: sqlite:///.keel/online.db
+  offline_engine: duckdb    # or spark (pip install keel[spark])
+  # memory_limit: 4GB       # DuckDB's memory cap for training sets, past which it spills
+  on_version_mismatch: refuse  # or warn: a model trained on other feature versions
+  log_served: false         # log online lookups for `keel features skew-check`
+  served_log: .keel/served-features
 """
 
 

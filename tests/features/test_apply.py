@@ -113,6 +113,20 @@ def test_apply_registers_then_versions_changes(project: Project, root: Path) -> 
     assert [v.name for v in list_feature_views(project)] == ["user_stats"]
 
 
+def test_an_owner_change_keeps_the_version_and_updates_the_metadata(
+    project: Project, root: Path
+) -> None:
+    first = apply_definitions(project)[0]
+    write_defs(root, owner="fraud")
+    changed = apply_definitions(project)[0]
+    assert (changed.status, changed.version) == ("metadata", first.version)
+    assert version_count(project) == 1
+    info = get_feature_view(project, "user_stats")
+    assert info.owner == "fraud"
+    assert info.versions[0].definition["owner"] == "fraud"
+    assert apply_definitions(project)[0].status == "unchanged"
+
+
 def test_reverting_reuses_the_old_version(project: Project, root: Path) -> None:
     first = apply_definitions(project)[0].version
     write_defs(root, ttl="5d")

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class AppliedView:
-    """The outcome of applying one view: ``status`` is ``created``, ``updated`` or
-    ``unchanged``; ``previous`` is the version it replaced."""
+    """The outcome of applying one view: ``status`` is ``created``, ``updated`` (a new
+    version), ``metadata`` (same version, new owner, description or tags) or ``unchanged``;
+    ``previous`` is the version it replaced."""
 
     name: str
     version: str
@@ -55,6 +56,7 @@ class FeatureViewInfo:
     owner: str
     description: str | None
     updated_at: int
+    kind: str = "batch"  # batch | on_demand | service
     versions: tuple[FeatureViewVersion, ...] = ()
 
 
@@ -101,9 +103,9 @@ def _register(
     previous = conn.execute(
         select(feature_views.c.current_version).where(feature_views.c.name == view.name)
     ).scalar()
-    if previous == version:
-        return AppliedView(view.name, version, "unchanged", previous)
     now = now_ms()
+    if previous == version:
+        return _refresh_metadata(conn, view, version, definition, now)
     version_row = {
         "name": view.name,
         "version": version,
@@ -122,6 +124,29 @@ def _register(
     }
     upsert(conn, feature_views, [head], keys=["name"], update=[k for k in head if k != "name"])
     return AppliedView(view.name, version, "updated" if previous else "created", previous)
+
+
+def _refresh_metadata(
+    conn: Connection, view: FeatureView, version: str, definition: dict[str, Any], now: int
+) -> AppliedView:
+    """Same version: record a changed owner, description or tags in place (status
+    ``metadata``), or nothing at all (``unchanged``)."""
+    from sqlalchemy import select, update
+
+    from keel.metadata.schema import feature_view_versions as fvv
+    from keel.metadata.schema import feature_views
+
+    where = (fvv.c.name == view.name) & (fvv.c.version == version)
+    stored = conn.execute(select(fvv.c.definition).where(where)).scalar()
+    if stored == definition:
+        return AppliedView(view.name, version, "unchanged", version)
+    conn.execute(update(fvv).where(where).values(definition=definition))
+    conn.execute(
+        update(feature_views)
+        .where(feature_views.c.name == view.name)
+        .values(owner=view.owner, description=view.description, updated_at=now)
+    )
+    return AppliedView(view.name, version, "metadata", version)
 
 
 def list_feature_views(project: Project) -> list[FeatureViewInfo]:

@@ -1,5 +1,10 @@
 """A feature view's version: the sha256 of its canonical definition and transformation source.
 
+Only what changes the values counts: entity keys, source, features, aggregations, ttl and the
+transformation's code. Owner, descriptions and tags are metadata: changing them updates the
+registered definition in place, so a model trained on the values is not told its features
+changed when only their documentation did.
+
 The canonical form is JSON with sorted keys and fixed separators, durations in seconds and
 defaults as JSON values, so the same definition gives the same version in every process, on
 every machine and across Python runs (no ``hash()``, no ``repr`` of objects with addresses).
@@ -74,16 +79,45 @@ def canonical_json(definition: dict[str, Any]) -> str:
     return json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# Keys of a canonical definition that document a view without changing its values.
+METADATA_KEYS = ("owner", "description", "tags")
+
+
+def semantic_definition(definition: Any) -> Any:
+    """``definition`` without its metadata: owner, tags and every description.
+
+    >>> semantic_definition({"name": "v", "owner": "risk", "ttl_seconds": 60.0})
+    {'name': 'v', 'ttl_seconds': 60.0}
+    """
+    if isinstance(definition, dict):
+        return {
+            key: semantic_definition(value)
+            for key, value in definition.items()
+            if key not in METADATA_KEYS
+        }
+    if isinstance(definition, list):
+        return [semantic_definition(item) for item in definition]
+    return definition
+
+
+def definition_version(
+    name: str, definition: dict[str, Any], transformations: Iterable[Callable[..., Any]] = ()
+) -> str:
+    """sha256 (hex) of a canonical definition's semantic part plus its transformations' code."""
+    text = canonical_json(semantic_definition(definition))
+    for function in transformations:
+        text += "\n" + _source_of(name, function)
+    return sha256_bytes(text.encode("utf-8"))
+
+
 def view_version(view: FeatureView, transformations: Iterable[Callable[..., Any]] = ()) -> str:
-    """sha256 (hex) of the view's canonical JSON plus the source code of its transformations.
+    """sha256 (hex) of the view's semantic definition plus the source code of its
+    transformations (see the module docstring for what counts).
 
     >>> view_version(user_stats)  # doctest: +SKIP
     '3f1c...'
     """
-    text = canonical_json(canonical_definition(view))
-    for function in transformations:
-        text += "\n" + _source_of(view.name, function)
-    return sha256_bytes(text.encode("utf-8"))
+    return definition_version(view.name, canonical_definition(view), transformations)
 
 
 def _source_of(name: str, function: Callable[..., Any]) -> str:

@@ -228,6 +228,8 @@ feature_views = Table(
     Column("owner", String(256), nullable=False),
     Column("description", Text, nullable=True),
     Column("updated_at", BigInteger, nullable=False),
+    # batch (FeatureView) | on_demand (OnDemandFeatureView) | service (FeatureService)
+    Column("kind", String(16), nullable=False, server_default="batch"),
 )
 
 # Every version a feature view ever had (append-only): the canonical definition it hashes.
@@ -239,4 +241,25 @@ feature_view_versions = Table(
     Column("definition", JSON, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", String(256), nullable=True),
+)
+
+# One row per successful materialization of a view into the online store. ``watermark`` is what
+# the next incremental run starts from: the event-time end, the newest ingestion time seen and
+# the source files read (path -> [size, mtime]), so rows that arrive late are still applied.
+feature_materializations = Table(
+    "feature_materializations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("view", String(256), nullable=False),
+    Column("version", SHA, nullable=False),
+    Column("mode", String(16), nullable=False),  # full | incremental
+    Column("start_us", BigInteger, nullable=True),  # event-time range, epoch microseconds
+    Column("end_us", BigInteger, nullable=False),
+    Column("watermark", JSON, nullable=False),
+    Column("rows_read", BigInteger, nullable=False),
+    Column("rows_written", BigInteger, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=False),
+    Column("author", String(256), nullable=True),
+    Index("ix_feature_materializations_view", "view", "finished_at"),
 )
