@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from keel.cli import features
 from keel.errors import InvalidInputError, NotFoundError
 from keel.project import Project
-from tests.features.test_apply import write_data, write_defs
+from tests.features.test_apply import write_data, write_defs, write_on_demand
 
 
 @pytest.fixture
@@ -88,3 +89,69 @@ def test_errors_are_keel_errors(cli: typer.Typer, project_dir: Path) -> None:
         CliRunner().invoke(cli, ["features", "apply"], catch_exceptions=False)
     with pytest.raises(NotFoundError, match="not registered"):
         CliRunner().invoke(cli, ["features", "show", "user_stats"], catch_exceptions=False)
+
+
+def predict(frame: Any) -> Any:
+    return [0] * len(frame)
+
+
+def test_kinds_and_the_models_that_consume_a_view(
+    cli: typer.Typer, project: Project, project_dir: Path
+) -> None:
+    from keel.registry import register_model_version, set_alias
+    from keel.tracking.fluent import start_run
+
+    write_on_demand(project_dir)
+    applied = {r["name"]: r for r in json.loads(run(cli, "apply", "--json"))}
+    assert {n: r["kind"] for n, r in applied.items()} == {
+        "user_stats": "batch",
+        "spend_share": "on_demand",
+        "fraud": "service",
+    }
+    version = applied["user_stats"]["version"]
+    for _ in range(2):
+        with start_run(project=project) as training:
+            training.log_input("feature_view", f"user_stats@{version}", name="user_stats")
+            register_model_version(
+                project, predict, "fraud_model", run_id=training.id, flavor="pyfunc"
+            )
+    set_alias(project, "fraud_model", "champion", 2)
+    with start_run(project=project) as other:  # another view's consumer is not user_stats'
+        other.log_input("feature_view", "spend_share@" + applied["spend_share"]["version"])
+        register_model_version(project, predict, "churn", run_id=other.id, flavor="pyfunc")
+
+    listed = {v["name"]: (v["kind"], v["models"]) for v in json.loads(run(cli, "list", "--json"))}
+    assert listed == {
+        "fraud": ("service", 0),
+        "spend_share": ("on_demand", 1),
+        "user_stats": ("batch", 2),
+    }
+    table = run(cli, "list")
+    assert "on_demand" in table
+    assert "models" in table
+
+    shown = json.loads(run(cli, "show", "user_stats", "--json"))
+    assert [
+        (c["model"], c["version"], c["feature_version"], c["state"], c["aliases"])
+        for c in shown["consumers"]
+    ] == [
+        ("fraud_model", 1, version, "candidate", []),
+        ("fraud_model", 2, version, "candidate", ["champion"]),
+    ]
+    text = run(cli, "show", "user_stats")
+    assert "Consumed by" in text
+    assert "fraud_model" in text
+    assert "champion" in text
+    assert version[:12] in text
+    assert "churn" not in text
+
+    odfv = run(cli, "show", "spend_share")
+    assert "On-demand feature view spend_share" in odfv
+    assert "user_stats:amount, user_stats:amount_sum_2d" in odfv
+    assert "price:float64" in odfv
+    assert "share:float64" in odfv
+    assert "churn" in odfv
+    service = run(cli, "show", "fraud")
+    assert "Feature service fraud" in service
+    assert "user_stats, spend_share" in service
+    assert "no model version consumes it" in service

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -218,3 +219,143 @@ def test_dataset_source_must_be_tracked(project: Project, root: Path) -> None:
     assert apply_definitions(project)[0].status == "created"
     assert source.resolve(project) == str(root / "data" / "tx.parquet")
     assert len(source.version(project)) == 64
+
+
+# --- on-demand views and services --------------------------------------------------------------
+
+ON_DEMAND = """
+import numpy as np
+from keel.features.ondemand import RequestField, on_demand_feature_view
+from keel.features.service import FeatureService
+
+@on_demand_feature_view(
+    inputs=["user_stats:amount", "user_stats:amount_sum_2d"],
+    request=[RequestField("price", "float64")],
+    outputs=[Field("share", "float64")],
+    owner={odfv_owner!r},
+)
+def spend_share(columns):
+    return {{"share": {body}}}
+
+fraud = FeatureService("fraud", features=[user_stats, {service_ref!r}], owner="risk")
+"""
+SHARE = 'columns["price"] / (np.abs(columns["amount_sum_2d"]) + 1.0)'
+
+
+def write_on_demand(root: Path, **changes: object) -> None:
+    values: dict[str, object] = {"odfv_owner": "risk", "body": SHARE, "service_ref": "spend_share"}
+    values.update(changes)
+    write_defs(root)
+    with (root / "features.py").open("a") as handle:
+        handle.write(ON_DEMAND.format(**values))
+
+
+def test_on_demand_views_and_services_are_registered_and_versioned(
+    project: Project, root: Path
+) -> None:
+    write_on_demand(root)
+    first = {r.name: r for r in apply_definitions(project)}
+    assert {(n, r.kind, r.status) for n, r in first.items()} == {
+        ("user_stats", "batch", "created"),
+        ("spend_share", "on_demand", "created"),
+        ("fraud", "service", "created"),
+    }
+    kinds = {v.name: (v.kind, v.current_version) for v in list_feature_views(project)}
+    assert kinds == {n: (r.kind, r.version) for n, r in first.items()}
+    assert {r.status for r in apply_definitions(project)} == {"unchanged"}
+
+    write_on_demand(root, body=SHARE.replace("1.0", "2.0"))  # only the function body
+    second = {r.name: r for r in apply_definitions(project)}
+    assert (second["spend_share"].status, second["spend_share"].previous) == (
+        "updated",
+        first["spend_share"].version,
+    )
+    assert second["user_stats"].status == second["fraud"].status == "unchanged"
+    info = get_feature_view(project, "spend_share")
+    assert [v.version for v in info.versions] == [
+        first["spend_share"].version,
+        second["spend_share"].version,
+    ]
+    assert info.versions[0].definition["inputs"] == [
+        "user_stats:amount",
+        "user_stats:amount_sum_2d",
+    ]
+    (change,) = diff_versions(project, "spend_share")
+    assert change.path == "source"
+    assert "+ 1.0" in change.old
+    assert "+ 2.0" in change.new
+
+    write_on_demand(root, body=SHARE.replace("1.0", "2.0"), odfv_owner="fraud-team")
+    owner_only = {r.name: r for r in apply_definitions(project)}["spend_share"]
+    assert (owner_only.status, owner_only.version) == ("metadata", second["spend_share"].version)
+    assert get_feature_view(project, "spend_share").owner == "fraud-team"
+
+    write_on_demand(root, body=SHARE.replace("1.0", "2.0"), service_ref="spend_share:share")
+    service = {r.name: r for r in apply_definitions(project)}["fraud"]
+    assert (service.status, service.previous) == ("updated", first["fraud"].version)
+    stored = get_feature_view(project, "fraud").versions[-1].definition
+    assert stored["features"] == ["user_stats", "spend_share:share"]
+
+
+def test_an_on_demand_view_whose_paths_disagree_is_refused(project: Project, root: Path) -> None:
+    write_on_demand(root, body='columns["price"] * len(columns["price"])')
+    with pytest.raises(InvalidInputError) as caught:
+        apply_definitions(project)
+    message = str(caught.value)
+    assert "on-demand feature view 'spend_share' gives other values online" in message
+    found = re.search(r"first: row 1, 'share' offline (\S+) vs online (\S+) for inputs", message)
+    assert found is not None, message
+    assert float(found[1]) == 64 * float(found[2])  # 64 rows at once vs one row
+    assert version_count(project) == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"body": "columns['nope']"}, "'spend_share' failed on 64 rows: KeyError"),
+        (
+            {"service_ref": "spend_share:nope"},
+            "feature service 'fraud' asks for 'spend_share:nope'",
+        ),
+        ({"service_ref": "fraud"}, "no feature view 'fraud'"),
+        ({"odfv_owner": None}, "on-demand feature view 'spend_share' has no owner"),
+    ],
+)
+def test_invalid_on_demand_views_and_services_write_nothing(
+    project: Project, root: Path, changes: dict[str, object], message: str
+) -> None:
+    write_on_demand(root, **changes)
+    with pytest.raises(InvalidInputError, match=message):
+        apply_definitions(project)
+    assert version_count(project) == 0
+
+
+def test_names_clash_across_kinds_and_inputs_must_exist(project: Project, root: Path) -> None:
+    write_on_demand(root)
+    path = root / "features.py"
+    path.write_text(path.read_text().replace('"fraud", features', '"user_stats", features'))
+    with pytest.raises(InvalidInputError, match="a FeatureView and a FeatureService both named"):
+        apply_definitions(project)
+    write_on_demand(root)
+    path.write_text(path.read_text().replace("user_stats:amount_sum_2d", "user_stats:nope"))
+    with pytest.raises(InvalidInputError, match="'user_stats' has no feature 'nope'"):
+        apply_definitions(project)
+
+
+def test_the_definitions_file_comes_from_the_config(project: Project, root: Path) -> None:
+    (root / "defs").mkdir()
+    (root / "features.py").rename(root / "defs" / "stats.py")
+    moved = Project(
+        root,
+        overrides={
+            "metadata.url": project.config.metadata.url,
+            "features.definitions": "defs/stats.py",
+        },
+        environ={},
+    )
+    try:
+        assert [r.status for r in apply_definitions(moved)] == ["created"]
+    finally:
+        moved.close()
+    with pytest.raises(InvalidInputError, match=r"features\.py' does not exist"):
+        apply_definitions(project)

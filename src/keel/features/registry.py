@@ -1,12 +1,14 @@
-"""The feature registry: applied feature views and every version they had, in the metadata DB.
+"""The feature registry: applied feature views, on-demand views and feature services, and every
+version they had, in the metadata DB.
 
-    results = apply_definitions(project)                 # features.py in the project root
+    results = apply_definitions(project)                 # features.definitions of keel.yaml
     [v.name for v in list_feature_views(project)]
     diff_versions(project, "user_stats")                 # previous version -> current one
+    feature_consumers(project, "user_stats")             # model versions trained on it
 
-A view's version is `keel.features.versioning.view_version`; applying a changed definition
-adds a version and moves ``current_version``, an unchanged one writes nothing, and the history
-is never rewritten.
+A definition's version is the hash of its semantic definition and transformation source
+(`keel.features.versioning`); applying a changed definition adds a version and moves
+``current_version``, an unchanged one writes nothing, and the history is never rewritten.
 """
 
 from __future__ import annotations
@@ -22,19 +24,25 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from keel.features.offline.spec import ViewInput
+    from keel.features.ondemand import OnDemandFeatureView
+    from keel.features.repo import Definitions
+    from keel.features.service import FeatureService
     from keel.project import Project
+
+BATCH = "batch"
 
 
 @dataclass(frozen=True)
 class AppliedView:
-    """The outcome of applying one view: ``status`` is ``created``, ``updated`` (a new
+    """The outcome of applying one definition: ``status`` is ``created``, ``updated`` (a new
     version), ``metadata`` (same version, new owner, description or tags) or ``unchanged``;
-    ``previous`` is the version it replaced."""
+    ``previous`` is the version it replaced; ``kind`` is batch, on_demand or service."""
 
     name: str
     version: str
     status: str
     previous: str | None = None
+    kind: str = BATCH
 
 
 @dataclass(frozen=True)
@@ -48,16 +56,28 @@ class FeatureViewVersion:
 
 @dataclass(frozen=True)
 class FeatureViewInfo:
-    """A registered view: its current version, owner, description and (from `get_feature_view`)
-    its versions, oldest first."""
+    """A registered definition (``kind``: batch, on_demand or service): its current version,
+    owner, description and (from `get_feature_view`) its versions, oldest first."""
 
     name: str
     current_version: str
     owner: str
     description: str | None
     updated_at: int
-    kind: str = "batch"  # batch | on_demand | service
+    kind: str = BATCH
     versions: tuple[FeatureViewVersion, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureConsumer:
+    """A model version trained on a view: ``feature_version`` is the view version its run
+    recorded (None when the run recorded a version the registry does not hold)."""
+
+    model: str
+    version: int
+    feature_version: str | None
+    state: str
+    aliases: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -69,66 +89,91 @@ class Change:
     new: Any
 
 
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    owner: str | None
+    description: str
+    kind: str
+    version: str
+    definition: dict[str, Any]
+
+
 def apply_definitions(project: Project, path: str | Path | None = None) -> list[AppliedView]:
-    """Load, validate and register the views of ``path`` (default: features.py in the project
-    root) in one transaction: nothing is written when any view is invalid.
+    """Load, validate and register the definitions of ``path`` (default: the
+    ``features.definitions`` file of keel.yaml, relative to the project root) in one
+    transaction: nothing is written when any of them is invalid.
 
     >>> [r.status for r in apply_definitions(project)]  # doctest: +SKIP
     ['created']
     """
-    from keel.features.repo import DEFAULT_FILE, load_definitions, validate_view
-    from keel.features.versioning import canonical_definition, view_version
+    from keel.features.repo import load_definitions
 
-    file = Path(path) if path is not None else project.root / DEFAULT_FILE
-    views = load_definitions(file).views
-    if not views:
-        raise InvalidInputError(f"{file} declares no FeatureView at module level; declare one")
-    for view in views:
-        validate_view(view, project)
-    prepared = [(v, view_version(v), canonical_definition(v)) for v in views]
+    file = Path(path) if path is not None else project.root / project.config.features.definitions
+    definitions = load_definitions(file)
+    if not (definitions.views or definitions.on_demand or definitions.services):
+        raise InvalidInputError(
+            f"{file} declares no FeatureView, OnDemandFeatureView or FeatureService at module "
+            "level; declare one"
+        )
+    entries = _entries(project, definitions)
     with project.metadata.write() as conn:
-        return [_register(project, conn, *item) for item in prepared]
+        return [_register(project, conn, entry) for entry in entries]
 
 
-def _register(
-    project: Project, conn: Connection, view: FeatureView, version: str, definition: dict[str, Any]
-) -> AppliedView:
+def _entries(project: Project, definitions: Definitions) -> list[_Entry]:
+    """Every definition validated, with its kind, version and canonical definition."""
+    from keel.features.repo import validate_on_demand, validate_service, validate_view
+    from keel.features.versioning import versioned
+
+    for view in definitions.views:
+        validate_view(view, project)
+    for odfv in definitions.on_demand:
+        validate_on_demand(odfv, definitions, project)
+    for svc in definitions.services:
+        validate_service(svc, definitions)
+    every: list[FeatureView | OnDemandFeatureView | FeatureService] = [*definitions.views]
+    every += [*definitions.on_demand, *definitions.services]
+    return [_Entry(d.name, d.owner, d.description, *versioned(d)) for d in every]
+
+
+def _register(project: Project, conn: Connection, entry: _Entry) -> AppliedView:
     from sqlalchemy import select
 
     from keel.core.timeutil import now_ms
     from keel.metadata.schema import feature_view_versions, feature_views
     from keel.metadata.sql import insert_ignore, upsert
 
-    project.metadata.lock_row(conn, "feature_views", "name", view.name)
+    project.metadata.lock_row(conn, "feature_views", "name", entry.name)
     previous = conn.execute(
-        select(feature_views.c.current_version).where(feature_views.c.name == view.name)
+        select(feature_views.c.current_version).where(feature_views.c.name == entry.name)
     ).scalar()
     now = now_ms()
-    if previous == version:
-        return _refresh_metadata(conn, view, version, definition, now)
+    if previous == entry.version:
+        return _refresh_metadata(conn, entry, now)
     version_row = {
-        "name": view.name,
-        "version": version,
-        "definition": definition,
+        "name": entry.name,
+        "version": entry.version,
+        "definition": entry.definition,
         "created_at": now,
         "created_by": project.user,
     }
     # insert_ignore: reverting to an older definition reuses its recorded version.
     insert_ignore(conn, feature_view_versions, [version_row], keys=["name", "version"])
     head = {
-        "name": view.name,
-        "current_version": version,
-        "owner": view.owner,
-        "description": view.description,
+        "name": entry.name,
+        "current_version": entry.version,
+        "owner": entry.owner,
+        "description": entry.description,
         "updated_at": now,
+        "kind": entry.kind,
     }
     upsert(conn, feature_views, [head], keys=["name"], update=[k for k in head if k != "name"])
-    return AppliedView(view.name, version, "updated" if previous else "created", previous)
+    status = "updated" if previous else "created"
+    return AppliedView(entry.name, entry.version, status, previous, entry.kind)
 
 
-def _refresh_metadata(
-    conn: Connection, view: FeatureView, version: str, definition: dict[str, Any], now: int
-) -> AppliedView:
+def _refresh_metadata(conn: Connection, entry: _Entry, now: int) -> AppliedView:
     """Same version: record a changed owner, description or tags in place (status
     ``metadata``), or nothing at all (``unchanged``)."""
     from sqlalchemy import select, update
@@ -136,17 +181,17 @@ def _refresh_metadata(
     from keel.metadata.schema import feature_view_versions as fvv
     from keel.metadata.schema import feature_views
 
-    where = (fvv.c.name == view.name) & (fvv.c.version == version)
+    where = (fvv.c.name == entry.name) & (fvv.c.version == entry.version)
     stored = conn.execute(select(fvv.c.definition).where(where)).scalar()
-    if stored == definition:
-        return AppliedView(view.name, version, "unchanged", version)
-    conn.execute(update(fvv).where(where).values(definition=definition))
+    if stored == entry.definition:
+        return AppliedView(entry.name, entry.version, "unchanged", entry.version, entry.kind)
+    conn.execute(update(fvv).where(where).values(definition=entry.definition))
     conn.execute(
         update(feature_views)
-        .where(feature_views.c.name == view.name)
-        .values(owner=view.owner, description=view.description, updated_at=now)
+        .where(feature_views.c.name == entry.name)
+        .values(owner=entry.owner, description=entry.description, updated_at=now)
     )
-    return AppliedView(view.name, version, "metadata", version)
+    return AppliedView(entry.name, entry.version, "metadata", entry.version, entry.kind)
 
 
 def list_feature_views(project: Project) -> list[FeatureViewInfo]:
@@ -183,6 +228,25 @@ def get_feature_view(project: Project, name: str) -> FeatureViewInfo:
         )
     versions = tuple(FeatureViewVersion(**h._mapping) for h in history)
     return FeatureViewInfo(**row._mapping, versions=versions)
+
+
+def feature_consumers(project: Project, name: str) -> list[FeatureConsumer]:
+    """The model versions whose runs (or parent runs) recorded any version of ``name``, by
+    model and version (NotFoundError when ``name`` was never applied).
+
+    >>> [(c.model, c.version) for c in feature_consumers(project, "user_stats")]  # doctest: +SKIP
+    [('fraud', 1), ('fraud', 2)]
+    """
+    from keel.registry.lineage import models_using
+
+    info = get_feature_view(project, name)
+    found: dict[tuple[str, int], FeatureConsumer] = {}
+    for version in (*(v.version for v in reversed(info.versions)), None):
+        ref = name if version is None else f"{name}@{version}"
+        for mv in models_using(project, feature_view=ref):
+            consumer = FeatureConsumer(mv.name, mv.version, version, mv.state, tuple(mv.aliases))
+            found.setdefault((mv.name, mv.version), consumer)
+    return [found[key] for key in sorted(found)]
 
 
 def find_version(info: FeatureViewInfo, ref: str) -> FeatureViewVersion:

@@ -1,8 +1,10 @@
 """Load feature definitions from a Python file and validate them against their data.
 
 `load_definitions` runs the file (``features.py`` in the project root by default) and collects
-its module-level `Entity` and `FeatureView` objects; `validate_view` checks a view against the
-schema of its Parquet data (read from file footers only, never the rows).
+its module-level entities, feature views, on-demand feature views and feature services;
+`validate_view` checks a view against the schema of its Parquet data (read from file footers
+only, never the rows); `validate_on_demand` and `validate_service` check the other kinds against
+the views they name.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInputError, KeelError
 from keel.features.definitions import Entity, FeatureView
+from keel.features.ondemand import OnDemandFeatureView
+from keel.features.service import FeatureService
 from keel.features.sources import is_url
 
 if TYPE_CHECKING:
@@ -24,6 +28,8 @@ if TYPE_CHECKING:
 
 DEFAULT_FILE = "features.py"
 _NUMERIC = ("sum", "mean")
+_NAMED = (FeatureView, OnDemandFeatureView, FeatureService)
+SYNTHETIC_ROWS = 64  # rows of the parity check `keel features apply` runs on on-demand views
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,13 @@ class Definitions:
     path: Path
     entities: tuple[Entity, ...]
     views: tuple[FeatureView, ...]
+    on_demand: tuple[OnDemandFeatureView, ...] = ()
+    services: tuple[FeatureService, ...] = ()
 
 
 def load_definitions(path: str | Path) -> Definitions:
-    """Run ``path`` and collect its module-level entities and feature views.
+    """Run ``path`` and collect its module-level entities, feature views, on-demand feature
+    views and feature services (one name may name one of them only).
 
     >>> load_definitions("features.py").views[0].name  # doctest: +SKIP
     'user_stats'
@@ -49,17 +58,25 @@ def load_definitions(path: str | Path) -> Definitions:
         )
     namespace = _run(file)
     entities: dict[int, Entity] = {}
-    views: dict[str, FeatureView] = {}
+    named: dict[str, FeatureView | OnDemandFeatureView | FeatureService] = {}
     for value in namespace.values():
         if isinstance(value, Entity):
             entities.setdefault(id(value), value)
-        elif isinstance(value, FeatureView):
-            known = views.setdefault(value.name, value)
+        elif isinstance(value, _NAMED):
+            known = named.setdefault(value.name, value)
             if known is not value:
                 raise InvalidInputError(
-                    f"{file} declares two feature views named {value.name!r}; rename one"
+                    f"{file} declares a {type(known).__name__} and a {type(value).__name__} "
+                    f"both named {value.name!r}; rename one"
                 )
-    return Definitions(file, tuple(entities.values()), tuple(views.values()))
+    found = list(named.values())
+    return Definitions(
+        file,
+        tuple(entities.values()),
+        tuple(v for v in found if isinstance(v, FeatureView)),
+        tuple(v for v in found if isinstance(v, OnDemandFeatureView)),
+        tuple(v for v in found if isinstance(v, FeatureService)),
+    )
 
 
 def _run(file: Path) -> dict[str, Any]:
@@ -93,8 +110,7 @@ def validate_view(view: FeatureView, project: Project | None = None) -> None:
     >>> validate_view(user_stats, project)  # doctest: +SKIP
     """
     where = f"feature view {view.name!r}"
-    if not isinstance(view.owner, str) or not view.owner.strip():
-        raise InvalidInputError(f"{where} has no owner; pass owner='team-or-person'")
+    _check_owner(where, view.owner)
     schema = read_schema(view.source.resolve(project), where)
     source = view.source
     for key, dtype in view.entity.join_keys.items():
@@ -112,6 +128,60 @@ def validate_view(view: FeatureView, project: Project | None = None) -> None:
         column = getattr(source, role)
         if column is not None:
             _check_timestamp(where, schema, column, role, source.time_zone)
+
+
+def _check_owner(where: str, owner: str | None) -> None:
+    if not isinstance(owner, str) or not owner.strip():
+        raise InvalidInputError(f"{where} has no owner; pass owner='team-or-person'")
+
+
+def validate_on_demand(
+    view: OnDemandFeatureView, definitions: Definitions, project: Project | None = None
+) -> OnDemandFeatureView:
+    """Check an on-demand view: an owner, inputs that are features of the file's batch views,
+    and both paths giving the same values on `SYNTHETIC_ROWS` random rows with NULLs built
+    from the input dtypes. Returns the view with its input dtypes bound.
+
+    >>> validate_on_demand(amount_ratio, definitions, project)  # doctest: +SKIP
+    """
+    import numpy as np
+
+    from keel.features.parity import check_parity, synthetic_table
+    from keel.features.selection import feature_dtypes, select_features
+
+    where = f"on-demand feature view {view.name!r}"
+    _check_owner(where, view.owner)
+    select_features(definitions, [view.name])  # inputs exist; request fields agree
+    batch = {v.name: v for v in definitions.views}
+    inputs: dict[str, str] = {}
+    for source, feature in view.input_refs:
+        dtypes = feature_dtypes(batch[source])
+        if feature not in dtypes:  # an aggregation of an undeclared column: ask the data
+            resolved = batch[source].source.resolve(project)
+            dtypes = feature_dtypes(batch[source], read_schema(resolved, where))
+        inputs[feature] = dtypes.get(feature, "float64")
+    bound = view.with_input_dtypes(inputs)
+    sample = synthetic_table(bound.input_dtypes, SYNTHETIC_ROWS)
+    try:
+        with np.errstate(all="ignore"):  # random inputs divide by zero; that is not a failure
+            report = check_parity(bound, sample, rows=None)
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"checking {where} on {SYNTHETIC_ROWS} random rows with NULLs: {exc}"
+        ) from exc
+    if not report.ok:
+        raise InvalidInputError(
+            f"{report.describe()}; compute each row from that row's values alone"
+        )
+    return bound
+
+
+def validate_service(service: FeatureService, definitions: Definitions) -> None:
+    """Check a service: an owner, and every ref naming a view or feature of the file."""
+    from keel.features.selection import select_features
+
+    _check_owner(f"feature service {service.name!r}", service.owner)
+    select_features(definitions, service=service)
 
 
 _NUMBER_TYPES = frozenset(
