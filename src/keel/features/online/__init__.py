@@ -14,9 +14,10 @@ import importlib
 from pathlib import Path
 
 from keel.errors import InvalidInputError, StoreError
-from keel.features.online.base import OnlineRows, OnlineStore, RowBatch
+from keel.features.online.base import EventRows, OnlineRows, OnlineStore, RowBatch
 
 __all__ = [
+    "EventRows",
     "OnlineRows",
     "OnlineStore",
     "RowBatch",

@@ -20,6 +20,20 @@ Materialization writes it with :meth:`OnlineStore.write_batch`; serving reads it
   applies the view's ttl. ``expire_after`` only lets the store drop rows physically once
   ``event_ts + expire_after`` has passed (Redis PXAT, SQLite sweep), so they may or may not be
   returned after that.
+
+Next to the newest rows, a store keeps an **event log** for windowed aggregations
+(``tests/conformance/test_online_events.py``): :meth:`OnlineStore.append_events` keeps every
+row, :meth:`OnlineStore.read_events` returns the events of a time range per key, and
+``keel.features.online.windows.aggregate_online`` folds them with the offline semantics.
+
+- **Every row is an event.** Each appended row is stored with a per-store ingestion sequence
+  (increasing in write order), so equal rows appended twice are two events: a replayed append
+  counts twice. Callers append each source row once.
+- **Order.** Events of a key come back ordered by ``(event_ts, created_ts, sequence)``, the
+  winner order of the point-in-time join; a missing ``created_ts`` counts as the event time.
+- **Pruning.** After an append, events of a key older than the newest event of that key in the
+  append minus ``retain`` may be dropped; so every event inside ``(T - retain, T]`` stays for
+  any request time ``T`` at or after the key's newest event.
 """
 
 from __future__ import annotations
@@ -91,6 +105,30 @@ class OnlineRows:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class EventRows:
+    """Events read for a list of keys, in request order (duplicates kept; no events: empty).
+
+    For key ``i``, event ``j`` happened at ``event_us[i][j]`` (epoch µs, UTC), was created at
+    ``created_us[i][j]``, got the store sequence ``seq[i][j]`` and holds ``values[i][j]``, a
+    tuple in the order of ``columns`` (None for a null value or a column its row lacked).
+    Events of a key are ordered by ``(event_us, created_us, seq)``. The lists are shared with
+    the caller: treat them as read-only.
+
+        events = store.read_events("user_stats", [(1,)], ["amount"], since_us, until_us)
+        [len(per_key) for per_key in events.event_us]  # e.g. [3]
+    """
+
+    columns: tuple[str, ...]
+    event_us: list[list[int]]
+    created_us: list[list[int]]
+    seq: list[list[int]]
+    values: list[list[tuple[Any, ...]]]
+
+    def __len__(self) -> int:
+        return len(self.event_us)
+
+
 @runtime_checkable
 class OnlineStore(Protocol):
     """A backend that stores the newest feature row per (view, entity key); see the module doc.
@@ -123,8 +161,34 @@ class OnlineStore(Protocol):
         a feature the view's current version does not have."""
         ...
 
+    def append_events(self, view: str, version: str, rows: RowBatch, *, retain: timedelta) -> int:
+        """Add every row of ``rows`` to the event log of ``view``; returns how many rows were
+        appended (skipped rows not counted).
+
+        ``rows.features`` holds the columns aggregations read. Rows that can never fall in a
+        window are skipped: a null ``event_ts`` or a null key part. A null ``created_ts``
+        counts as the event time. ``retain`` (the view's longest window) bounds what pruning
+        may drop (see the module doc). SQLite appends in one transaction; Redis in pipelined
+        commands, so a failure mid-append may leave part of it stored, and a rerun stores
+        those rows again.
+        """
+        ...
+
+    def read_events(
+        self,
+        view: str,
+        keys: Sequence[tuple[Any, ...]],
+        columns: Sequence[str],
+        since_us: int,
+        until_us: int,
+    ) -> EventRows:
+        """The events of ``keys`` (request order) with ``since_us < event_us <= until_us``,
+        with the values of ``columns``. A view or key without events has none (no error)."""
+        ...
+
     def delete_view(self, view: str) -> None:
-        """Remove every row, layout and the version entry of ``view`` (no error if absent)."""
+        """Remove every row, event, layout and the version entry of ``view`` (no error if
+        absent)."""
         ...
 
     def views(self) -> dict[str, str]:

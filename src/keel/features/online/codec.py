@@ -167,22 +167,21 @@ def pack_rows(
     layout: Layout,
     columns: Sequence[Column],
     length: int,
-    order_prefix: tuple[Any, Any] | None = None,
+    order_prefix: tuple[Any, ...] | None = None,
 ) -> Packed:
-    """Pack ``length`` rows; with ``order_prefix`` (event µs, created µs arrays) each row starts
-    with 16 bytes that sort bytewise like (event_ts, created_ts): offset-binary big-endian."""
-    fields: list[tuple[Any, ...]] = []
-    if order_prefix is not None:
-        fields += [("event", ">u8"), ("created", ">u8")]
+    """Pack ``length`` rows; with ``order_prefix`` (int64 arrays such as event µs, created µs
+    and a sequence) each row starts with 8 bytes per array that sort bytewise like the tuple
+    of their values: offset-binary big-endian."""
+    prefix = () if order_prefix is None else order_prefix
+    fields: list[tuple[Any, ...]] = [(f"p{i}", ">u8") for i in range(len(prefix))]
     fields.append(("layout", "<i8"))
     fields += [(f"c{i}", _DTYPES[c.kind]) for i, c in enumerate(columns)]
     null_bytes = (len(columns) + 7) // 8
     if null_bytes:
         fields.append(("nulls", "u1", (null_bytes,)))
     table = np.zeros(length, dtype=np.dtype(fields))
-    if order_prefix is not None:
-        table["event"] = order_prefix[0].view(np.uint64) ^ _SIGN
-        table["created"] = order_prefix[1].view(np.uint64) ^ _SIGN
+    for i, values in enumerate(prefix):
+        table[f"p{i}"] = np.asarray(values, dtype=np.int64).view(np.uint64) ^ _SIGN
     table["layout"] = layout.id
     var_columns = []
     for i, column in enumerate(columns):
@@ -204,6 +203,11 @@ def _null_bitmap(columns: Sequence[Column], length: int) -> Any:
     return np.packbits(matrix, axis=1, bitorder="little")
 
 
-def order_value(prefix: bytes) -> int:
-    """The event µs of a row packed with an order prefix (the first 8 bytes)."""
-    return int.from_bytes(prefix[:8], "big") - (1 << 63)
+def order_value(prefix: bytes, index: int = 0) -> int:
+    """Value ``index`` of a row's order prefix (0: the event µs, the first 8 bytes)."""
+    return int.from_bytes(prefix[8 * index : 8 * index + 8], "big") - (1 << 63)
+
+
+def order_bytes(value: int) -> bytes:
+    """The 8 order-prefix bytes of an int64 ``value`` (they sort bytewise like the ints)."""
+    return (value + (1 << 63)).to_bytes(8, "big")

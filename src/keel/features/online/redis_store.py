@@ -5,7 +5,8 @@ Keys: ``{prefix}:r:{view}:{encoded entity key}`` hold a 16-byte order prefix (ev
 ``{prefix}:layouts`` are hashes of the catalog. A write is a Lua script per chunk of keys that
 compares order prefixes server-side (atomic: concurrent writers cannot lose the newest row),
 streamed so the client packs the next chunk while the server stores the last. A lookup is one
-GET or MGET round trip on a connection of the store's own (redis_wire.Link).
+GET or MGET round trip on a connection of the store's own (redis_wire.Link). The event log of
+windowed aggregations is a sorted set per (view, entity key), see redis_events.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -21,8 +23,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 
 from keel.errors import InvalidInputError, StoreError
+from keel.features.online import redis_events
 from keel.features.online.base import (
     ClosingMixin,
+    EventRows,
     OnlineRows,
     OnlineStore,
     RowBatch,
@@ -31,6 +35,7 @@ from keel.features.online.base import (
 )
 from keel.features.online.batch import PreparedBatch, prepare_batch
 from keel.features.online.catalog import Catalog, entry_version, view_entry
+from keel.features.online.events import check_range, gather, prepare_events
 from keel.features.online.keys import encode_keys
 from keel.features.online.redis_wire import Link, ReplyError, RowFrames, bulk, command
 
@@ -162,13 +167,25 @@ class RedisOnlineStore(ClosingMixin):
                 head = bulk([b"EVAL", _UPSERT_LUA, b"%d" % (end - at)])
                 yield b"*%d\r\n%b%b" % (3 + (end - at) * len(body), head, b"".join(body))
 
+    def append_events(self, view: str, version: str, rows: RowBatch, *, retain: timedelta) -> int:
+        events = prepare_events(view, version, rows, retain=retain)
+        if len(events):
+            # Not retried: a rerun would store the events twice.
+            send = partial(self._roundtrip, retry=False, spin=False)
+            redis_events.append(send, self.prefix, self._layouts_key, view, events)
+            self._catalog.remember(events.layout)
+        return len(events)
+
     def delete_view(self, view: str) -> None:
         check_view_name(view)
-        pattern = self._row_prefix(view) + b"*"
+        events = redis_events.event_prefix(self.prefix, view)
+        patterns = [self._row_prefix(view) + b"*", events + b"*"]
         with _translated(self.url):
             self._client.hdel(self._views_key, view.encode())
-            for batch in _scan_batches(self._client, pattern):
-                self._client.unlink(*batch)
+            self._client.delete(redis_events.seq_key(self.prefix, view))
+            for pattern in patterns:
+                for batch in _scan_batches(self._client, pattern):
+                    self._client.unlink(*batch)
             layouts = self._client.hgetall(self._layouts_key)
             dead = [k for k, spec in layouts.items() if _layout_view(spec) == view]
             if dead:
@@ -206,6 +223,22 @@ class RedisOnlineStore(ClosingMixin):
                 events.append(int.from_bytes(blob[:8], "big") - _SIGN)
                 versions.append(row[1])
         return OnlineRows(wanted, values, events, versions)
+
+    def read_events(
+        self,
+        view: str,
+        keys: Sequence[tuple[Any, ...]],
+        columns: Sequence[str],
+        since_us: int,
+        until_us: int,
+    ) -> EventRows:
+        wanted = tuple(columns)
+        check_range(since_us, until_us)
+        encoded = encode_keys(keys)
+        names = redis_events.event_prefix(self.prefix, check_view_name(view))
+        found = redis_events.read(self._roundtrip, names, encoded, int(since_us), int(until_us))
+        decode = self._catalog.decoder(wanted)
+        return gather(wanted, encoded, found, decode, redis_events.PREFIX_BYTES)
 
     def views(self) -> dict[str, str]:
         with _translated(self.url):

@@ -1,4 +1,5 @@
-"""The embedded online store: one SQLite file (WAL), one row per (view, entity key).
+"""The embedded online store: one SQLite file (WAL), one row per (view, entity key), and the
+event log of windowed aggregations in the same file (sqlite_events.py).
 
 Each row holds the packed feature values (see codec.py) next to its event and created times,
 so an upsert is one statement whose ``WHERE`` keeps the newest row, and a lookup of many keys is
@@ -20,8 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInputError, StoreError
+from keel.features.online import sqlite_events
 from keel.features.online.base import (
     ClosingMixin,
+    EventRows,
     OnlineRows,
     OnlineStore,
     RowBatch,
@@ -30,9 +33,10 @@ from keel.features.online.base import (
 )
 from keel.features.online.batch import prepare_batch
 from keel.features.online.catalog import Catalog, entry_version, view_entry
+from keel.features.online.events import check_range, gather, prepare_events
 from keel.features.online.keys import encode_keys
 
-FORMAT = 1  # PRAGMA user_version of files this code writes
+FORMAT = 2  # PRAGMA user_version of files this code writes (2: the event log)
 _BUSY_TIMEOUT_S = 30.0
 _MAX_IN = 512  # keys per SELECT; below SQLite's variable limit
 _SCHEMA = """
@@ -129,6 +133,20 @@ class SQLiteOnlineStore(ClosingMixin):
         self._catalog.remember(layout)
         return max(applied, 0)
 
+    def append_events(self, view: str, version: str, rows: RowBatch, *, retain: timedelta) -> int:
+        events = prepare_events(view, version, rows, retain=retain)
+        if not len(events):
+            return 0
+        layout = events.layout
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO online_layouts (id, view, spec) VALUES (?, ?, ?)",
+                (layout.id, view, layout.spec()),
+            )
+            stored = sqlite_events.append(conn, view_id(view), events)
+        self._catalog.remember(layout)
+        return stored
+
     def sweep(self) -> int:
         """Delete rows whose ``expire_after`` has passed; returns how many were deleted."""
         with self._write() as conn:
@@ -140,6 +158,7 @@ class SQLiteOnlineStore(ClosingMixin):
             conn.execute("DELETE FROM online_views WHERE name = ?", (view,))
             conn.execute("DELETE FROM online_rows WHERE view_id = ?", (view_id(view),))
             conn.execute("DELETE FROM online_layouts WHERE view = ?", (view,))
+            sqlite_events.delete(conn, view_id(view))
         self._catalog.forget(view)
 
     # -- reading -------------------------------------------------------------------------------
@@ -173,6 +192,26 @@ class SQLiteOnlineStore(ClosingMixin):
                 events.append(hit[0])
                 versions.append(row[1])
         return OnlineRows(wanted, values, events, versions)
+
+    def read_events(
+        self,
+        view: str,
+        keys: Sequence[tuple[Any, ...]],
+        columns: Sequence[str],
+        since_us: int,
+        until_us: int,
+    ) -> EventRows:
+        wanted = tuple(columns)
+        check_range(since_us, until_us)
+        vid = self._view_ids.get(view)
+        if vid is None:
+            vid = self._view_ids[view] = view_id(check_view_name(view))
+        encoded = encode_keys(keys)
+        try:
+            found = sqlite_events.select(self._reader(), vid, encoded, int(since_us), int(until_us))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the online store {self.path}: {exc}") from exc
+        return gather(wanted, encoded, found, self._catalog.decoder(wanted), 0)
 
     def views(self) -> dict[str, str]:
         rows = self._reader().execute("SELECT name, entry FROM online_views ORDER BY name")
@@ -290,7 +329,8 @@ class SQLiteOnlineStore(ClosingMixin):
             if found < FORMAT:
                 # One script (executescript commits any open transaction before it runs).
                 conn.executescript(
-                    f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={FORMAT}; COMMIT;"
+                    f"BEGIN IMMEDIATE; {_SCHEMA} {sqlite_events.SCHEMA} "
+                    f"PRAGMA user_version={FORMAT}; COMMIT;"
                 )
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable online store: {exc}") from exc
