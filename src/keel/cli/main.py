@@ -8,7 +8,17 @@ import sys
 
 import typer
 
-from keel.cli import data, demo, features, lineage, models, project_cmds, runs
+from keel.cli import (
+    data,
+    demo,
+    features,
+    features_skew,
+    features_store,
+    lineage,
+    models,
+    project_cmds,
+    runs,
+)
 
 app = typer.Typer(
     name="keel",
@@ -20,7 +30,13 @@ app = typer.Typer(
 app.add_typer(runs.app, name="runs", help="Browse, search and compare tracked runs.")
 app.add_typer(models.app, name="models", help="The model registry: versions, aliases, states.")
 app.add_typer(data.app, name="data", help="Version data: add, status, push, pull, checkout, gc.")
-app.add_typer(features.app, name="features", help="Feature views: apply, list, show, diff.")
+app.add_typer(
+    features.app,
+    name="features",
+    help="Feature store: apply, list, show, diff, materialize, get-online.",
+)
+features_store.register(features.app)
+features_skew.register(features.app)
 project_cmds.register(app)
 demo.register(app)
 lineage.register(app)

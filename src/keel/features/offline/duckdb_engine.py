@@ -55,7 +55,7 @@ class DuckDBEngine:
             request.timestamp_column,
         )
         planning.check_output_names(request, entities.column_names)
-        with self._connect() as con:
+        with self.connect() as con:
             key_columns = _register_entities(con, request, entities, times)
             plans = [
                 planning.plan_view(con, request, view, index, key_columns)
@@ -70,7 +70,9 @@ class DuckDBEngine:
         return entities
 
     @contextmanager
-    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A configured connection (UTC, memory limit, spill folder, time macros), closed on
+        exit; also used to scan sources for materialization."""
         with ExitStack() as stack:
             temp = self.temp_directory or stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="keel-duckdb-")

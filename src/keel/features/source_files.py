@@ -1,0 +1,60 @@
+"""The files behind a feature view's source, in a fixed order, with what changes when a file
+is rewritten or appended — so incremental materialization reads only what is new."""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any
+
+from keel.errors import InvalidInputError
+from keel.features.sources import is_url
+
+Inventory = dict[str, list[Any]]  # file -> [size, modification stamp]
+
+
+def list_files(source: str, view: str) -> list[str]:
+    """The Parquet files of a resolved source (a file, glob or URL), sorted by path."""
+    if is_url(source):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(source)
+        protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+        found = [root] if fs.isfile(root) else fs.glob(root)
+        files = sorted(f"{protocol}://{path}" for path in found)
+    elif os.path.isfile(source):
+        files = [source]
+    else:
+        files = sorted(glob.glob(source, recursive=True))
+    if not files:
+        raise InvalidInputError(
+            f"the source of feature view {view!r} ({source!r}) matches no Parquet file; "
+            "fix the source path or write the data first"
+        )
+    return files
+
+
+def inventory(files: list[str]) -> Inventory:
+    """``{file: [size, stamp]}``: a rewritten file gets a new stamp (mtime, or the ETag)."""
+    out: Inventory = {}
+    local = [f for f in files if not is_url(f)]
+    for path in local:
+        stat = os.stat(path)
+        out[path] = [stat.st_size, stat.st_mtime_ns]
+    remote = [f for f in files if is_url(f)]
+    if remote:
+        import fsspec
+
+        for url in remote:
+            fs, path = fsspec.core.url_to_fs(url)
+            info = fs.info(path)
+            stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified")
+            out[url] = [int(info.get("size") or 0), str(stamp)]
+    return out
+
+
+def changes(before: Inventory, now: Inventory) -> tuple[list[str], list[str]]:
+    """Files that are new since ``before``, and files that existed then but differ now."""
+    new = [f for f in now if f not in before]
+    changed = [f for f in now if f in before and list(before[f]) != list(now[f])]
+    return new, changed
