@@ -3,15 +3,16 @@
 #   bash bench/run.sh                      every suite in turn (what `make bench` runs)
 #   bash bench/run.sh [registry] [--only metrics|models|search|startup] [--quick] [--mlflow-runs N]
 #   bash bench/run.sh data [--quick] [--repeats N] [--only keel|dvc]
-# The other tool runs in its own virtual environment (.bench/mlflow-venv, .bench/dvc-venv),
+#   bash bench/run.sh features [--quick|--tiny] [--only training|materialize|online|startup]
+# The other tool runs in its own virtual environment (.bench/<tool>-venv: mlflow, dvc, feast),
 # built from bench/requirements-<tool>.txt once and rebuilt only when that file changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-declare -A other_tool=([registry]=mlflow [data]=dvc)
+declare -A other_tool=([registry]=mlflow [data]=dvc [features]=feast)
 
 if [[ $# -eq 0 ]]; then
-  suites=(registry data)
+  suites=(registry data features)
 elif [[ $1 != -* ]]; then
   suites=("$1")
   shift
@@ -20,7 +21,7 @@ else
 fi
 for suite in "${suites[@]}"; do
   if [[ -z ${other_tool[$suite]+x} ]]; then
-    echo "bench/run.sh: unknown suite '$suite'; the suites are: registry, data" >&2
+    echo "bench/run.sh: unknown suite '$suite'; the suites are: registry, data, features" >&2
     exit 2
   fi
 done

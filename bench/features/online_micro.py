@@ -1,11 +1,12 @@
-"""Micro-benchmark of Keel's online stores: write 100k keys x 50 features, then time lookups.
+"""Micro-benchmark of Keel's online store backends alone (below the feature store): write 100k
+keys x 50 features, then time lookups.
 
-    .venv/bin/python bench/features/online_micro.py [--rows 100000] [--redis redis://127.0.0.1:6379/0]
+    .venv/bin/python bench/features/online_micro.py [--rows 100000] \
+        [--redis redis://127.0.0.1:6379/0]
 
 Prints write throughput and p50/p99 of in-process lookups of 1 key x 50 features and 100 keys
-x 50 features (random keys), for SQLite and Redis. Feast 0.67 on the same machine, for scale:
-writes 59-65 s (SQLite) / 28-32 s (Redis); 1x50 p50 0.64 / p99 1.35 ms (SQLite), 0.65 / 0.83 ms
-(Redis); 100x50 p50 36 ms (SQLite), 19 ms (Redis), p99 > 100 ms.
+x 50 features (random keys), for SQLite and Redis. The comparison with Feast, through both
+tools' feature-store APIs, is the suite's run.py (bench/features/README.md).
 """
 
 from __future__ import annotations
