@@ -85,6 +85,8 @@ def _key_match(plan: ViewPlan, other: str) -> str:
 def point_sql(plan: ViewPlan) -> str:
     """One row per entity row, in row order: ``__row``, ``__matched``, ``__v0``... (values of
     the plan's ``values``, NULL where there is no candidate)."""
+    if not (plan.known_at and plan.created_us):
+        return _point_sql_by_event_time(plan)
     keys = _key_list("", len(plan.keys))
     vis = "greatest(__ev, __cr)" if plan.known_at and plan.created_us else "__ev"
     ttl = "r.__ev >= p.__t - $ttl" if plan.ttl_us is not None else "TRUE"
@@ -104,6 +106,28 @@ picked AS (
 winners AS (
     SELECT p.__row, CASE WHEN {ttl} THEN r.__seq END AS __seq
     FROM picked p LEFT JOIN ranked r ON r.__rank = p.__best),
+feat AS (SELECT {plan.source.seq} AS __seq, {values} FROM {plan.source.relation})
+SELECT w.__row, w.__seq IS NOT NULL AS __matched, {picked}
+FROM winners w LEFT JOIN feat f ON f.__seq = w.__seq
+ORDER BY w.__row"""
+
+
+def _point_sql_by_event_time(plan: ViewPlan) -> str:
+    """`point_sql` when a row is visible from its event time on (no created-time rule): the
+    best row of each (key, event time) is its greatest (created, sequence), and the as-of
+    join on event time then finds the winner directly — one aggregation and one as-of join
+    instead of two sorts of the whole source."""
+    keys = _key_list("", len(plan.keys))
+    ttl = "b.__ev >= e.__t - $ttl" if plan.ttl_us is not None else "TRUE"
+    values = ", ".join(f"{sql} AS __v{j}" for j, sql in enumerate(plan.values))
+    picked = ", ".join(f"f.__v{j}" for j in range(len(plan.values)))
+    best = "max(__seq)" if plan.created_us is None else "max(struct_pack(c := __cr, s := __seq)).s"
+    return f"""
+WITH src AS ({_source_rows(plan, [])}),
+best AS (SELECT {keys}, __ev, {best} AS __seq FROM src GROUP BY {keys}, __ev),
+winners AS (
+    SELECT e.__row, CASE WHEN b.__ev IS NOT NULL AND {ttl} THEN b.__seq END AS __seq
+    FROM {ENTITIES} e ASOF LEFT JOIN best b ON {_key_match(plan, "b")} AND e.__t >= b.__ev),
 feat AS (SELECT {plan.source.seq} AS __seq, {values} FROM {plan.source.relation})
 SELECT w.__row, w.__seq IS NOT NULL AS __matched, {picked}
 FROM winners w LEFT JOIN feat f ON f.__seq = w.__seq

@@ -201,7 +201,8 @@ def _from_arrow(name: str, values: Any) -> Column:
         data = micros.cast(pa.int64()).fill_null(0).to_numpy()
         return Column("t", data, nulls)
     if pa.types.is_floating(kind_type) or pa.types.is_integer(kind_type):
-        column = _from_numpy(name, values.fill_null(0).to_numpy(zero_copy_only=False))
+        filled = values.fill_null(0) if nulls is not None else values
+        column = _from_numpy(name, filled.to_numpy(zero_copy_only=False))
         return Column(column.kind, column.data, nulls)
     if pa.types.is_boolean(kind_type):
         return Column("b", values.fill_null(False).to_numpy(zero_copy_only=False), nulls)

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,13 +108,18 @@ class SQLiteOnlineStore(ClosingMixin):
         batch = prepare_batch(view, version, rows, expire_after=expire_after)
         layout = batch.layout
         expires = repeat(None) if batch.expires_us is None else batch.expires_us.tolist()
-        params = zip(
-            repeat(view_id(view)),
-            batch.keys,
-            batch.event_us.tolist(),
-            batch.created_us.tolist(),
-            expires,
-            batch.pack().rows(),
+        # In key order: the B-tree then grows at its right edge instead of splitting pages all
+        # over the file, several times faster for large batches.
+        params = sorted(
+            zip(
+                repeat(view_id(view)),
+                batch.keys,
+                batch.event_us.tolist(),
+                batch.created_us.tolist(),
+                expires,
+                batch.pack().rows(),
+            ),
+            key=itemgetter(1),
         )
         entry = view_entry(version, list(layout.names))
         with self._write() as conn:
