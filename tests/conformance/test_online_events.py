@@ -285,3 +285,15 @@ def test_bad_reads_are_refused(store: OnlineStore) -> None:
         store.read_events("bad name!", [(1,)], ["x"], 0, 1)
     with pytest.raises(InvalidInputError, match="not a tuple"):
         store.read_events("v", [1], ["x"], 0, 1)  # type: ignore[list-item]
+
+
+def test_views_list_event_only_views_and_keep_row_layouts(store: OnlineStore) -> None:
+    store.append_events("spend", "v1", events([(1,)], [T0], amount=[2.0]), retain=DAY)
+    assert store.views()["spend"] == "v1"
+    # A view with newest rows too: appending events keeps the entry its rows wrote.
+    store.write_batch("mixed", "v2", RowBatch(keys=[(1,)], features={"x": [1.5]}, event_ts=[T0]))
+    store.append_events("mixed", "v2", events([(1,)], [T0], amount=[2.0]), retain=DAY)
+    assert store.views()["mixed"] == "v2"
+    assert store.read("mixed", [(1,)], ["x"]).values == [(1.5,)]
+    store.delete_view("spend")
+    assert "spend" not in store.views()

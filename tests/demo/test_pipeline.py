@@ -20,6 +20,7 @@ def test_demo_trains_registers_and_promotes(
     out = capsys.readouterr().out
     assert "fraud@" in out
     assert "champion" in out
+    assert "no training-serving skew" in out
 
     import keel
     import keel.data as keel_data
@@ -28,23 +29,36 @@ def test_demo_trains_registers_and_promotes(
     champion = keel.get_model_version("fraud@champion", project=project)
     challenger = keel.get_model_version("fraud@challenger", project=project)
     assert champion.state == "approved"
-    assert {champion.version, challenger.version} == {1, 2}
+    assert {champion.version, challenger.version} <= {1, 2, 3}
+    assert champion.version != challenger.version
     runs = {r.id: r for r in keel.search_runs("experiment = 'fraud-demo'", project=project)}
+    assert len(runs) == 3
     assert (
         runs[champion.run_id or ""].metrics["auc"] >= runs[challenger.run_id or ""].metrics["auc"]
     )
     assert all(r.status == "finished" for r in runs.values())
 
-    trail = keel.lineage("fraud@champion", project=project)
-    assert trail.code is not None
-    assert trail.code.commit  # the demo project is a git repo
-    assert len(trail.datasets) == 1
-    dataset = trail.datasets[0].ref
-    # The run recorded exactly the version `keel data add` gave the data folder.
-    assert dataset == keel_data.resolve("data", project=project).sha256
+    data_version = keel_data.resolve("data", project=project).sha256
+    for version in (1, 2, 3):
+        trail = keel.lineage(f"fraud@{version}", project=project)
+        assert trail.code is not None
+        assert trail.code.commit  # the demo project is a git repo
+        # Each run recorded exactly the version `keel data add` gave the data folder.
+        assert data_version in {d.ref for d in trail.datasets}
     assert (directory / "data.keel").is_file()
-    users = keel.models_using(dataset=dataset, project=project)
-    assert sorted(v.version for v in users) == [1, 2]
+    users = keel.models_using(dataset=data_version, project=project)
+    assert sorted(v.version for v in users) == [1, 2, 3]
+
+    # fraud@3 trained on the feature store: its lineage names the views and the training set,
+    # and the online store holds exactly those versions.
+    from keel.features.store import FeatureStore
+
+    store_trail = keel.lineage("fraud@3", project=project)
+    views = sorted(v.ref.split("@")[0] for v in store_trail.feature_views)
+    assert views == ["amount_ratio", "merchant_risk", "user_spending"]
+    assert len(store_trail.training_sets) == 1
+    with FeatureStore(project) as store:
+        store.load_model("fraud@3")
 
     # The champion predicts from the registry exactly like the run's evaluation did.
     model = keel.load_model("fraud@champion", project=project)

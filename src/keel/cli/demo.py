@@ -22,7 +22,8 @@ def demo(
     rows: int = typer.Option(1_000_000, "--rows", min=10_000, help="Transactions to generate."),
     seed: int = typer.Option(7, "--seed", help="Seed of the synthetic data and the models."),
 ) -> None:
-    """Run the platform end to end: data, tracked training, registry, champion, lineage."""
+    """Run the platform end to end: data, features, tracked training, registry, champion,
+    lineage, online serving and a skew check."""
     import time
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -89,7 +90,52 @@ def _summary(result: DemoResult, seconds: float) -> None:
     )
     console.print(f"Lineage of the champion (keel lineage {MODEL_NAME}@champion):")
     print_lineage_tree(lineage(project, f"{MODEL_NAME}@champion"))
+    _feature_store_summary(result)
     console.print(
         f"\nThe demo project is in {project.root}. Try: cd {project.root} && keel models show "
         f"{MODEL_NAME} && keel lineage --dataset {result.dataset_sha256[:12]}"
     )
+
+
+def _feature_store_summary(result: DemoResult) -> None:
+    from keel.cli.output import console, print_table
+    from keel.demo.pipeline import MODEL_NAME
+
+    print_table(
+        "Feature definitions (keel features list)",
+        ["name", "kind", "version", "status"],
+        [(v.name, v.kind, v.version[:12], v.status) for v in result.feature_views],
+    )
+    store_model = result.store_model
+    console.print(
+        f"{MODEL_NAME}@{store_model.version} was trained on a training set built through the "
+        f"feature store; `keel lineage {MODEL_NAME}@{store_model.version}` names its feature "
+        "versions and training-set fingerprint."
+    )
+    serving = result.serving
+    lookup = serving.lookup
+    entity = ", ".join(f"{k}={lookup[k]}" for k in ("user_id", "merchant_id", "amount"))
+    print_table(
+        f"Online lookup at the end of the data ({entity}; keel features get-online "
+        "--service fraud_features)",
+        ["feature", "value", "version"],
+        [
+            (name, _short(lookup[name]), (version or "")[:12])
+            for name, version in serving.versions.items()
+        ],
+    )
+    skew = serving.skew
+    print_table(
+        f"Skew check: {serving.lookups} logged lookups recomputed offline "
+        "(keel features skew-check)",
+        ["feature", "rows", "mismatches", "rate"],
+        [(f.feature, f.rows, f.mismatches, f"{f.rate:.2%}") for f in skew.features],
+    )
+    verdict = "no training-serving skew" if skew.ok else "SKEW FOUND"
+    console.print(
+        f"{verdict}; {serving.materialized_rows:,} source rows materialized into the online store."
+    )
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

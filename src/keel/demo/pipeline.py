@@ -1,5 +1,7 @@
-"""The end-to-end demo: version the data, train two fraud models as tracked runs, register
-them, approve the better one and make it champion. The CLI (`keel demo`) prints the results.
+"""The end-to-end demo: version the data, define features in the feature store, train three
+fraud models as tracked runs (one on a training set built through the store), register them,
+approve the best and make it champion, then serve the features online and check them for
+training-serving skew. The CLI (`keel demo`) prints the results.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from keel.demo.data import DemoData
+    from keel.demo.feature_store import ServingCheck
+    from keel.features.registry import AppliedView
+    from keel.features.training import TrainingSet
     from keel.project import Project
     from keel.registry.versions import ModelVersion
     from keel.tracking.run import Run
@@ -28,9 +33,12 @@ STEPS = (
     "Create the demo project",
     "Generate the transaction stream and version it (keel data add)",
     "Compute fraud features",
+    "Define feature views and build a training set through the feature store",
     "Train a logistic regression (tracked run)",
     "Train a LightGBM model (tracked run)",
+    "Train LightGBM with the feature store's features (tracked run, lineage)",
     "Register, approve and promote the champion",
+    "Materialize the online store, serve lookups, check training-serving skew",
 )
 
 
@@ -42,6 +50,9 @@ class DemoResult:
     champion: ModelVersion
     challenger: ModelVersion
     run_ids: list[str]
+    feature_views: list[AppliedView]
+    store_model: ModelVersion
+    serving: ServingCheck
 
 
 def prepare_directory(directory: Path) -> None:
@@ -65,8 +76,10 @@ def run_demo(
     on_step: Callable[[int], None] = lambda _: None,
 ) -> DemoResult:
     """Run the whole demo in ``directory``; ``on_step(i)`` is called as step i of STEPS starts."""
+    from keel.demo import feature_store
     from keel.demo.data import generate, write_parquet
-    from keel.demo.features import build_features
+    from keel.demo.features import FEATURES, build_features
+    from keel.features.store import FeatureStore
 
     on_step(0)
     project = _create_project(directory)
@@ -75,21 +88,58 @@ def run_demo(
     write_parquet(data, directory / "data")
     dataset = _version_data(project)
     on_step(2)
-    train, valid = _split(build_features(data), data)
+    frame = _with_keys(build_features(data), data)
     on_step(3)
-    logreg = _train(project, "logreg", train, valid, dataset, seed)
-    on_step(4)
-    lgbm = _train(project, "lightgbm", train, valid, dataset, seed)
-    on_step(5)
-    champion, challenger = _promote(project, logreg, lgbm)
+    applied = feature_store.define_features(project)
+    _commit(project.root, "features.py", "Fraud feature definitions")
+    store = FeatureStore(project, log_served=True)
+    try:
+        training = feature_store.training_set(store, frame)
+        on_step(4)
+        train, valid = _split(frame, data)
+        logreg = _train(project, "logreg", train, valid, dataset, seed)
+        on_step(5)
+        lgbm = _train(project, "lightgbm", train, valid, dataset, seed)
+        on_step(6)
+        enriched = _add_columns(frame, training)
+        train, valid = _split(enriched, data)
+        columns = [*FEATURES, *feature_store.STORE_FEATURES]
+        with_store = _train(
+            project, "lightgbm", train, valid, dataset, seed, features=columns, training=training
+        )
+        on_step(7)
+        champion, challenger = _promote(project, [logreg, lgbm, with_store])
+        on_step(8)
+        serving = feature_store.serve_and_check(store, frame)
+    finally:
+        store.close()
     return DemoResult(
         project=project,
         rows=len(data.transactions),
         dataset_sha256=dataset["ref"],
         champion=champion,
         challenger=challenger,
-        run_ids=[v.run_id or "" for v in (logreg[0], lgbm[0])],
+        run_ids=[v.run_id or "" for v in (logreg[0], lgbm[0], with_store[0])],
+        feature_views=applied,
+        store_model=with_store[0],
+        serving=serving,
     )
+
+
+def _with_keys(features: pd.DataFrame, data: DemoData) -> pd.DataFrame:
+    """The feature frame with the merchant and amount of each transaction (the store's keys
+    and the on-demand view's request field)."""
+    extra = data.transactions[["transaction_id", "merchant_id", "amount"]]
+    merged = features.merge(extra, on="transaction_id", how="left", validate="one_to_one")
+    return merged.reset_index(drop=True)
+
+
+def _add_columns(frame: pd.DataFrame, training: TrainingSet) -> pd.DataFrame:
+    """``frame`` with the training set's feature columns (same rows, same order)."""
+    out = frame.copy()
+    for name in training.features:
+        out[name] = training.table.column(name).to_numpy(zero_copy_only=False)
+    return out
 
 
 def _create_project(directory: Path) -> Project:
@@ -123,9 +173,15 @@ def _version_data(project: Project) -> dict[str, Any]:
     from keel.data import add, resolve
 
     add(project, ["data"])
-    _git(project.root, "add", "data.keel", ".gitignore")
+    _commit(project.root, "data.keel .gitignore", "Version the demo data")
+    version = resolve("data", project=project)
+    return {"ref": version.sha256, "path": "data", "files": version.files, "size": version.size}
+
+
+def _commit(directory: Path, paths: str, message: str) -> None:
+    _git(directory, "add", *paths.split())
     _git(
-        project.root,
+        directory,
         "-c",
         "user.name=Keel demo",
         "-c",
@@ -133,10 +189,8 @@ def _version_data(project: Project) -> dict[str, Any]:
         "commit",
         "-q",
         "-m",
-        "Version the demo data",
+        message,
     )
-    version = resolve("data", project=project)
-    return {"ref": version.sha256, "path": "data", "files": version.files, "size": version.size}
 
 
 def _git(directory: Path, *args: str) -> None:
@@ -163,30 +217,37 @@ def _train(
     valid: pd.DataFrame,
     dataset: dict[str, Any],
     seed: int,
+    *,
+    features: list[str] | None = None,
+    training: TrainingSet | None = None,
 ) -> tuple[ModelVersion, float]:
     from keel.demo.features import FEATURES, LABEL
     from keel.tracking.fluent import start_run
 
-    with start_run(EXPERIMENT, name=f"{kind}-baseline", project=project) as run:
+    columns = features or FEATURES
+    name = f"{kind}-feature-store" if training is not None else f"{kind}-baseline"
+    with start_run(EXPERIMENT, name=name, project=project) as run:
         run.set_seed(seed)
         run.log_input("dataset", dataset["ref"], name=dataset["path"], details=dataset)
+        if training is not None:  # the training set, its feature versions and datasets
+            training.log_to(run)
         run.log_params(
             {
                 "model": kind,
-                "features": ",".join(FEATURES),
+                "features": ",".join(columns),
                 "train_rows": len(train),
                 "train_end": str(valid["event_timestamp"].min().date()),
                 "valid_rows": len(valid),
             }
         )
-        model = _fit(kind, run, train[FEATURES], train[LABEL], valid[FEATURES], valid[LABEL], seed)
-        scores = model.predict_proba(valid[FEATURES])[:, 1]
+        model = _fit(kind, run, train[columns], train[LABEL], valid[columns], valid[LABEL], seed)
+        scores = model.predict_proba(valid[columns])[:, 1]
         auc = _log_quality(run, valid[LABEL].to_numpy(), scores)
         version = run.log_model(
             model,
             MODEL_NAME,
-            input_example=valid[FEATURES].head(50),
-            description=f"{kind} on {len(FEATURES)} transaction features",
+            input_example=valid[columns].head(50),
+            description=f"{kind} on {len(columns)} transaction features",
         )
     return version, auc
 
@@ -237,12 +298,13 @@ def _log_quality(run: Run, y: Any, scores: Any) -> float:
 
 
 def _promote(
-    project: Project, a: tuple[ModelVersion, float], b: tuple[ModelVersion, float]
+    project: Project, candidates: list[tuple[ModelVersion, float]]
 ) -> tuple[ModelVersion, ModelVersion]:
     from keel.registry.aliases import set_alias, transition
     from keel.registry.versions import get_model_version
 
-    (best, best_auc), (other, other_auc) = sorted([a, b], key=lambda pair: -pair[1])
+    ranked = sorted(candidates, key=lambda pair: -pair[1])
+    (best, best_auc), (other, other_auc) = ranked[0], ranked[1]
     reason = f"validation AUC {best_auc:.4f} vs {other_auc:.4f} (campaign weeks)"
     transition(project, MODEL_NAME, best.version, "approved", reason=reason)
     set_alias(project, MODEL_NAME, "champion", best.version, reason=reason)

@@ -51,6 +51,7 @@ def lookup(
             versions[name] = [_online_version(store, name)] * len(keys)
     sources: dict[str, str] = {}
     for odfv, outputs in selection.on_demand:
+        versions[odfv.name] = [store.versions.get(odfv.name)] * len(entity_rows)
         computed = _on_demand(odfv, outputs, values, entity_rows)
         for output, column in computed.items():
             values[(odfv.name, output)] = column

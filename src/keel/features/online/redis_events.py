@@ -35,13 +35,20 @@ def seq_key(prefix: str, view: str) -> bytes:
 
 
 def append(
-    roundtrip: Roundtrip, prefix: str, layouts_key: bytes, view: str, events: PreparedEvents
+    roundtrip: Roundtrip,
+    prefix: str,
+    layouts_key: bytes,
+    view: str,
+    events: PreparedEvents,
+    entry: tuple[bytes, bytes],
 ) -> None:
     """Store ``events``: the layout and the sequence first (so no reader meets an event it
-    cannot decode), then the members and pruning, pipelined."""
+    cannot decode), then the members and pruning, pipelined. ``entry`` (views key, entry)
+    registers the view's version unless its row writes already did."""
     head = [
         command(b"HSET", layouts_key, b"%d" % events.layout.id, events.layout.spec().encode()),
         command(b"INCRBY", seq_key(prefix, view), b"%d" % len(events)),
+        command(b"HSETNX", entry[0], view.encode(), entry[1]),
     ]
     last_seq = roundtrip(head)[1]
     roundtrip(append_commands(event_prefix(prefix, view), events, last_seq))

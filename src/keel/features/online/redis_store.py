@@ -172,7 +172,8 @@ class RedisOnlineStore(ClosingMixin):
         if len(events):
             # Not retried: a rerun would store the events twice.
             send = partial(self._roundtrip, retry=False, spin=False)
-            redis_events.append(send, self.prefix, self._layouts_key, view, events)
+            entry = (self._views_key, _entry(version, []))
+            redis_events.append(send, self.prefix, self._layouts_key, view, events, entry)
             self._catalog.remember(events.layout)
         return len(events)
 

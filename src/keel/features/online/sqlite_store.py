@@ -145,6 +145,12 @@ class SQLiteOnlineStore(ClosingMixin):
             return 0
         layout = events.layout
         with self._write() as conn:
+            # A view fed only by events still shows in views() with its version; a view that
+            # also has newest rows keeps the entry its row writes made.
+            conn.execute(
+                "INSERT OR IGNORE INTO online_views (name, entry, updated_us) VALUES (?, ?, ?)",
+                (view, view_entry(version, []), time.time_ns() // 1000),
+            )
             conn.execute(
                 "INSERT OR IGNORE INTO online_layouts (id, view, spec) VALUES (?, ?, ?)",
                 (layout.id, view, layout.spec()),
