@@ -26,7 +26,7 @@ services:
 	@bash scripts/ensure-services.sh
 
 test: $(VENV)/.installed-dev services
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 --dist loadgroup -q
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

@@ -40,12 +40,19 @@ def _local(wall_us: int, zone: str) -> int:
     return (wall.replace(tzinfo=ZoneInfo(zone)) - EPOCH) // US
 
 
+def _folder_files(folder: str) -> list[str]:
+    """The ingestion order of a folder: its own Parquet files sorted, then each subfolder's."""
+    names = sorted(os.listdir(folder))
+    own = [os.path.join(folder, n) for n in names if n.endswith(".parquet")]
+    subfolders = [os.path.join(folder, n) for n in names if os.path.isdir(os.path.join(folder, n))]
+    return own + [f for sub in subfolders for f in _folder_files(sub)]
+
+
 def source_rows(view: ViewInput) -> list[dict[str, Any]]:
     """The source as dicts with ``__ev``, ``__cr`` and ``__seq`` (ingestion order) added."""
     if isinstance(view.source, str):
         path = view.source
-        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
-        files = files if os.path.isdir(path) else sorted(glob.glob(path, recursive=True))
+        files = _folder_files(path) if os.path.isdir(path) else sorted(glob.glob(path))
         table = pa.concat_tables([pq.read_table(f) for f in files])
     else:
         table = as_table(view.source, view.name)

@@ -3,7 +3,6 @@ is rewritten or appended — so incremental materialization reads only what is n
 
 from __future__ import annotations
 
-import glob
 import os
 from typing import Any
 
@@ -14,7 +13,7 @@ Inventory = dict[str, list[Any]]  # file -> [size, modification stamp]
 
 
 def list_files(source: str, view: str) -> list[str]:
-    """The Parquet files of a resolved source (a file, glob or URL), sorted by path."""
+    """The Parquet files of a resolved source (a file, glob or URL), in ingestion order."""
     if is_url(source):
         import fsspec
 
@@ -25,13 +24,24 @@ def list_files(source: str, view: str) -> list[str]:
     elif os.path.isfile(source):
         files = [source]
     else:
-        files = sorted(glob.glob(source, recursive=True))
+        files = duckdb_glob(source)
     if not files:
         raise InvalidInputError(
             f"the source of feature view {view!r} ({source!r}) matches no Parquet file; "
             "fix the source path or write the data first"
         )
     return files
+
+
+def duckdb_glob(pattern: str) -> list[str]:
+    """The files of a local glob in the order DuckDB reads them — sorted within a folder, a
+    folder's own files before its subfolders' — which is the ingestion order of the
+    point-in-time join, so materialization breaks exact ties the same way."""
+    import duckdb
+
+    with duckdb.connect(":memory:") as con:
+        rows = con.sql("SELECT file FROM glob($pattern)", params={"pattern": pattern}).fetchall()
+    return [str(row[0]) for row in rows]
 
 
 def inventory(files: list[str]) -> Inventory:

@@ -61,7 +61,13 @@ def test_each_lookup_appends_one_record_per_entity_row(store: FeatureStore) -> N
     assert data["visits"] == [3, 4, None, None]
     assert data["ratio"] == [None, None, None, 8.0]  # user 1's spend expired: 8 / (-1 + 2)
     assert data["served"] == [["user_stats:spend", "user_stats:visits"]] * 3 + [["ratio:ratio"]]
-    assert data["versions"] == [[("user_stats", version)]] * 2 + [[("user_stats", None)]] * 2
+    ratio = [("ratio", store.versions["ratio"])]
+    assert data["versions"] == [
+        [("user_stats", version)],
+        [("user_stats", version)],
+        [("user_stats", None)],
+        [("user_stats", None), *ratio],
+    ]
     # One segment per request day, named <pid>-<uuid>.jsonl, one line per row.
     files = segments(store.served_log.folder)
     assert [f.parent.name for f in files] == ["2026-03-04", "2026-03-05"]

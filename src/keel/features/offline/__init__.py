@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "FeatureInput": "keel.features.offline.spec",
     "JoinRequest": "keel.features.offline.spec",
     "OfflineEngine": "keel.features.offline.base",
+    "SparkEngine": "keel.features.offline.spark_engine",
     "ViewInput": "keel.features.offline.spec",
     "fingerprint": "keel.features.offline.fingerprint",
     "table_hash": "keel.features.offline.fingerprint",
@@ -39,6 +40,7 @@ __all__ = [
     "FeatureInput",
     "JoinRequest",
     "OfflineEngine",
+    "SparkEngine",
     "ViewInput",
     "fingerprint",
     "table_hash",
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from keel.features.offline.base import OfflineEngine
     from keel.features.offline.duckdb_engine import DuckDBEngine
     from keel.features.offline.fingerprint import fingerprint, table_hash
+    from keel.features.offline.spark_engine import SparkEngine
     from keel.features.offline.spec import (
         AGGREGATIONS,
         DTYPES,

@@ -8,7 +8,8 @@ later Spark) turns a `JoinRequest` into a training set with the semantics of ARC
   and, when ``as_known_at`` and the view has a created timestamp, ``created_ts <= T``;
 - the winner is the greatest ``(event_ts, created_ts, ingestion sequence)``; the sequence is
   the row order of an in-memory source, and for Parquet the file order (as DuckDB lists the
-  glob: sorted by path) then the row order within the file;
+  glob: sorted within a folder, a folder's own files before its subfolders') then the row order
+  within the file;
 - no candidate gives the feature's default, else NULL; a candidate whose value is NULL gives
   NULL (a value, not an absence).
 
