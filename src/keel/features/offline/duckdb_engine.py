@@ -56,12 +56,12 @@ class DuckDBEngine:
         )
         planning.check_output_names(request, entities.column_names)
         with self.connect() as con:
-            key_columns = _register_entities(con, request, entities, times)
+            key_columns = register_entities(con, request, entities, times)
             plans = [
                 planning.plan_view(con, request, view, index, key_columns)
                 for index, view in enumerate(request.views)
             ]
-            bounds = _time_bounds(times)
+            bounds = time_bounds(times)
             columns: list[tuple[str, pa.ChunkedArray]] = []
             for outputs in plans:
                 columns.extend(_run_view(con, outputs, bounds, entities.num_rows))
@@ -100,7 +100,7 @@ class DuckDBEngine:
             yield con
 
 
-def _register_entities(
+def register_entities(
     con: duckdb.DuckDBPyConnection,
     request: JoinRequest,
     entities: pa.Table,
@@ -120,7 +120,7 @@ def _register_entities(
     return key_columns
 
 
-def _time_bounds(times: pa.ChunkedArray) -> tuple[int, int]:
+def time_bounds(times: pa.ChunkedArray) -> tuple[int, int]:
     """The span of entity times; an empty span when there are none (nothing can match)."""
     bounds = pc.min_max(times).as_py()
     if bounds["min"] is None:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from keel.errors import StoreError
 from keel.features.offline import duckdb_sql, planning
-from keel.features.offline.duckdb_engine import _register_entities, _time_bounds
+from keel.features.offline.duckdb_engine import register_entities, time_bounds
 from keel.features.offline.duckdb_sources import LOCAL_TO_US_MACROS
 from keel.features.offline.frames import as_table, plain_values, require_column, times_us
 from keel.features.offline.spec import JoinRequest
@@ -113,10 +113,10 @@ class SparkEngine:
         request = replace(
             request, views=tuple(spark_sources.local_source(v) for v in request.views)
         )
-        bounds = _time_bounds(times)
+        bounds = time_bounds(times)
         columns: list[tuple[str, pa.ChunkedArray]] = []
         with _planner() as con:
-            key_columns = _register_entities(con, request, entities, times)
+            key_columns = register_entities(con, request, entities, times)
             plans = [
                 planning.plan_view(con, request, view, index, key_columns)
                 for index, view in enumerate(request.views)
