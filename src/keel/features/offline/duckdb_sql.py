@@ -85,7 +85,9 @@ def _key_match(plan: ViewPlan, other: str) -> str:
 def point_sql(plan: ViewPlan) -> str:
     """One row per entity row, in row order: ``__row``, ``__matched``, ``__v0``... (values of
     the plan's ``values``, NULL where there is no candidate)."""
-    if not (plan.known_at and plan.created_us):
+    if plan.created_us is None:
+        return _point_sql_by_order_key(plan)
+    if not plan.known_at:
         return _point_sql_by_event_time(plan)
     keys = _key_list("", len(plan.keys))
     vis = "greatest(__ev, __cr)" if plan.known_at and plan.created_us else "__ev"
@@ -110,6 +112,32 @@ feat AS (SELECT {plan.source.seq} AS __seq, {values} FROM {plan.source.relation}
 SELECT w.__row, w.__seq IS NOT NULL AS __matched, {picked}
 FROM winners w LEFT JOIN feat f ON f.__seq = w.__seq
 ORDER BY w.__row"""
+
+
+# (event time, sequence) packed into one 128-bit order key: event * 2**64 + sequence (a
+# product, since DuckDB refuses to shift negative numbers). Sequences are non-negative and
+# below 2**63, so the packed key orders exactly as the pair does, before 1970 too.
+_ORDER_KEY = "__ev::HUGEINT * 18446744073709551616::HUGEINT + __seq"
+_T_KEY = "__t::HUGEINT * 18446744073709551616::HUGEINT + 18446744073709551615::HUGEINT"
+
+
+def _point_sql_by_order_key(plan: ViewPlan) -> str:
+    """`point_sql` for a source without created times: the winner is the greatest (event,
+    sequence) at or before (T, any), which one as-of join on the packed order key finds with
+    the values carried along — no aggregation, no second read of the source."""
+    ttl = "b.__ev >= e.__t - $ttl" if plan.ttl_us is not None else "TRUE"
+    values = [f"{sql} AS __v{j}" for j, sql in enumerate(plan.values)]
+    matched = f"(b.__ev IS NOT NULL AND {ttl})"
+    picked = ", ".join(
+        f"CASE WHEN {matched} THEN b.__v{j} END AS __v{j}" for j in range(len(plan.values))
+    )
+    return f"""
+WITH src AS ({_source_rows(plan, values)}),
+b AS (SELECT *, {_ORDER_KEY} AS __o FROM src),
+e AS (SELECT *, {_T_KEY} AS __o FROM {ENTITIES})
+SELECT e.__row, {matched} AS __matched, {picked}
+FROM e ASOF LEFT JOIN b ON {_key_match(plan, "b")} AND e.__o >= b.__o
+ORDER BY e.__row"""
 
 
 def _point_sql_by_event_time(plan: ViewPlan) -> str:
