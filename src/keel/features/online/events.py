@@ -19,7 +19,7 @@ from keel.features.online.base import EventRows, RowBatch, check_version, check_
 from keel.features.online.catalog import Decoder
 from keel.features.online.codec import Layout, Packed, layout_for, pack_rows
 from keel.features.online.columns import Column, to_column
-from keel.features.online.keys import encode_keys
+from keel.features.online.keys import KeyColumns, encode_keys
 
 _MICRO = timedelta(microseconds=1)
 INT64_MIN = -(1 << 63)
@@ -75,16 +75,23 @@ def prepare_events(view: str, version: str, rows: RowBatch, *, retain: timedelta
         if created_nulls is not None:
             created = np.where(created_nulls, event, created)
     keep = np.ones(length, dtype=np.bool_) if event_nulls is None else ~event_nulls
-    for i, key in enumerate(rows.keys):
-        if isinstance(key, tuple) and any(part is None for part in key):
-            keep[i] = False
+    if isinstance(rows.keys, KeyColumns):
+        keep &= ~rows.keys.null_mask()
+    else:
+        for i, key in enumerate(rows.keys):
+            if isinstance(key, tuple) and any(part is None for part in key):
+                keep[i] = False
+    kept_keys: Sequence[Any]
     if not keep.all():
         where = np.flatnonzero(keep)
         columns = {name: _take(column, where) for name, column in columns.items()}
         event, created = event[where], created[where]
-        kept_keys = [rows.keys[i] for i in where.tolist()]
+        if isinstance(rows.keys, KeyColumns):
+            kept_keys = rows.keys.take(where)
+        else:
+            kept_keys = [rows.keys[i] for i in where.tolist()]
     else:
-        kept_keys = list(rows.keys)
+        kept_keys = rows.keys if isinstance(rows.keys, KeyColumns) else list(rows.keys)
     keys = encode_keys(kept_keys)
     return PreparedEvents(
         layout_for(view, version, columns),
