@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "OnDemandFeatureView": "keel.features.ondemand",
     "OnlineResult": "keel.features.serving",
     "ParquetSource": "keel.features.sources",
+    "PostgresSource": "keel.features.sources",
     "RequestField": "keel.features.ondemand",
     "TrainingSet": "keel.features.training",
     "apply_definitions": "keel.features.registry",
@@ -48,6 +49,7 @@ __all__ = [
     "OnDemandFeatureView",
     "OnlineResult",
     "ParquetSource",
+    "PostgresSource",
     "RequestField",
     "TrainingSet",
     "apply_definitions",
@@ -75,7 +77,7 @@ if TYPE_CHECKING:
     )
     from keel.features.service import FeatureService
     from keel.features.serving import OnlineResult
-    from keel.features.sources import DatasetSource, ParquetSource
+    from keel.features.sources import DatasetSource, ParquetSource, PostgresSource
     from keel.features.store import FeatureStore
     from keel.features.training import TrainingSet
 

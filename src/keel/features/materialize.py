@@ -7,7 +7,9 @@ are new since the last run of the same view version: rows in files that did not 
 (late data lands in new files), rows whose event time is past the last run's end, and rows
 ingested (created timestamp) after the newest ingestion time the last run saw. The online store
 keeps the newest row per key whatever order rows arrive in, so a late row older than the stored
-one changes nothing and a late row newer than it is applied.
+one changes nothing and a late row newer than it is applied. A table source (PostgreSQL) has no
+files: the database returns only the rows of the run's range — in an incremental run, those past
+the last run's end or ingested after the newest ingestion time it saw.
 
 Views with windowed aggregations also feed the online event log (every row inside the longest
 window before ``end``), from which aggregations are computed at request time. Events are
@@ -33,12 +35,13 @@ from keel.features import source_files
 if TYPE_CHECKING:
     from keel.features.definitions import FeatureView
     from keel.features.offline.duckdb_scan import Scan, ScanRange
+    from keel.features.offline.spec import ViewInput
     from keel.features.online.base import OnlineStore
     from keel.project import Project
 
 # progress(view, rows_done, rows_total)
 ProgressHook = Callable[[str, int, int], None]
-_WRITE_ROWS = 50_000
+_WRITE_ROWS = 100_000  # rows per online write (each sorted by key before it is written)
 
 
 @dataclass(frozen=True)
@@ -107,11 +110,13 @@ def materialize_view(
     from keel.features.offline.duckdb_engine import DuckDBEngine
     from keel.features.offline.duckdb_scan import ScanRange, SourceScanner
     from keel.features.registry import to_view_input
+    from keel.features.sources import PostgresSource
 
     began = time.perf_counter()
     end_us = us_of(end)
-    view_input = to_view_input(view, project)
-    files = source_files.list_files(str(view_input.source), view.name)
+    # A table source is read below, once its range is known; it has no file inventory.
+    view_input = None if isinstance(view.source, PostgresSource) else to_view_input(view, project)
+    files = [] if view_input is None else source_files.list_files(str(view_input.source), view.name)
     files_now = source_files.inventory(files)
     previous = last_run(project, view.name) if incremental else None
     if previous is not None and previous["version"] != version:
@@ -135,6 +140,7 @@ def materialize_view(
             after_us=int(previous["end_us"]),
             created_after_us=created_max if view.source.created_timestamp else None,
         )
+    view_input = view_input or _table_input(project, view, scan_range, end_us)
     features = [f.name for f in view.fields]
     written = read = 0
     engine = DuckDBEngine(memory_limit=memory_limit)
@@ -180,6 +186,23 @@ def _events_range(view: FeatureView, end_us: int, points: ScanRange) -> ScanRang
     if points.new_files is None:
         return ScanRange(since, end_us)
     return ScanRange(since, end_us, new_files=points.new_files, after_us=points.after_us)
+
+
+def _table_input(project: Project, view: FeatureView, points: ScanRange, end_us: int) -> ViewInput:
+    """A table source read for this run: the rows of every scan below (features, and the events
+    of aggregations), filtered in the database. A file source is returned as is."""
+    from keel.features.postgres_source import RowFilter
+    from keel.features.registry import to_view_input
+    from keel.features.sources import PostgresSource, source_columns
+
+    if not isinstance(view.source, PostgresSource):
+        return to_view_input(view, project)
+    ranges = [points] if view.fields else []
+    ranges += [_events_range(view, end_us, points)] if view.aggregation_list else []
+    rows = RowFilter.covering(ranges, end_us)
+    where = f"the source of feature view {view.name!r}"
+    table = view.source.read(project, columns=source_columns(view), rows=rows, where=where)
+    return to_view_input(view, project, source=table)
 
 
 def _append_events(online: OnlineStore, view: FeatureView, version: str, scan: Scan) -> int:

@@ -2,8 +2,9 @@
 at once and appended to the view's offline data, so the next training set sees them too.
 
 The offline copy is a new Parquet file in the source's folder, written under a temporary name
-and renamed, so a reader never sees half a file; it is written before the online store, so a
-value is never served that training could not see.
+and renamed, so a reader never sees half a file — or, for a PostgreSQL table source, the rows
+inserted into the table in one transaction. It is written before the online store, so a value
+is never served that training could not see.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from keel.errors import InvalidInputError
+from keel.features.sources import PostgresSource
 
 if TYPE_CHECKING:
     from keel.features.definitions import FeatureView
     from keel.features.offline.spec import TableLike
     from keel.features.online.base import OnlineStore
+    from keel.features.sources import DatasetSource, ParquetSource
     from keel.project import Project
 
 
@@ -38,8 +41,8 @@ def push_rows(
     owner = f"push to feature view {view.name!r}"
     table = as_table(rows, owner)
     source = view.source
-    folder = _push_folder(project, view)
-    schema = _source_schema(folder, view)
+    folder = None if isinstance(source, PostgresSource) else _push_folder(project, view, source)
+    schema = None if folder is None else _source_schema(folder, view)
     needed: list[str] = [*view.entity.key_names, source.event_timestamp]
     needed += [f.name for f in view.fields] + [a.column for a in view.aggregation_list]
     if source.created_timestamp is not None:
@@ -51,8 +54,10 @@ def push_rows(
             raise InvalidInputError(
                 f"{owner}: column {time_column!r} has naive timestamps; push timezone-aware times"
             )
-    offline = _conform(table, schema, owner)
-    _write_file(folder, offline)
+    if isinstance(source, PostgresSource):
+        source.insert(project, table, owner)
+    elif folder is not None and schema is not None:
+        _write_file(folder, _conform(table, schema, owner))
     event_us = _micros(table.column(source.event_timestamp))
     created = table.column(source.created_timestamp) if source.created_timestamp else None
     keys_cols = [table.column(k).to_pylist() for k in view.entity.key_names]
@@ -85,10 +90,12 @@ def _micros(column: Any) -> pa.Array:
     return pc.cast(values, pa.int64()).combine_chunks()
 
 
-def _push_folder(project: Project, view: FeatureView) -> Path:
+def _push_folder(
+    project: Project, view: FeatureView, source: ParquetSource | DatasetSource
+) -> Path:
     from keel.features.sources import is_url
 
-    path = view.source.path
+    path = source.path
     if is_url(path):
         raise InvalidInputError(
             f"feature view {view.name!r} reads {path!r}; push appends to local Parquet folders "

@@ -23,7 +23,7 @@ from keel.features.definitions import FeatureView
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from keel.features.offline.spec import ViewInput
+    from keel.features.offline.spec import TableLike, ViewInput
     from keel.features.ondemand import OnDemandFeatureView
     from keel.features.repo import Definitions
     from keel.features.service import FeatureService
@@ -299,14 +299,22 @@ def _diff(prefix: str, old: Any, new: Any) -> list[Change]:
     return [] if old == new else [Change(prefix, old, new)]
 
 
-def to_view_input(view: FeatureView, project: Project | None = None) -> ViewInput:
-    """The offline engine's form of ``view``, its source resolved against ``project``.
+def to_view_input(
+    view: FeatureView, project: Project | None = None, *, source: TableLike | None = None
+) -> ViewInput:
+    """The offline engine's form of ``view``, its source resolved against ``project`` — a
+    Parquet path or glob, or for a PostgreSQL source the view's columns read into memory —
+    unless ``source`` gives the engine's source already read.
 
     >>> DuckDBEngine().get_training_set(
     ...     JoinRequest(entity_df, (to_view_input(user_stats, project),)))  # doctest: +SKIP
     """
     from keel.features.offline.spec import AggregationInput, FeatureInput, ViewInput
+    from keel.features.sources import PostgresSource, source_columns
 
+    if source is None and isinstance(view.source, PostgresSource):
+        where = f"the source of feature view {view.name!r}"
+        source = view.source.read(project, columns=source_columns(view), where=where)
     features = tuple(FeatureInput(f.name, f.dtype, default=f.default) for f in view.fields)
     aggregations = tuple(
         AggregationInput(a.output_name, a.column, a.function, a.window_delta, default=a.default)
@@ -315,7 +323,7 @@ def to_view_input(view: FeatureView, project: Project | None = None) -> ViewInpu
     return ViewInput(
         view.name,
         view.entity.key_names,
-        view.source.resolve(project),
+        view.source.resolve(project) if source is None else source,
         view.source.event_timestamp,
         created_timestamp=view.source.created_timestamp,
         features=features,

@@ -2,9 +2,9 @@
 
 `load_definitions` runs the file (``features.py`` in the project root by default) and collects
 its module-level entities, feature views, on-demand feature views and feature services;
-`validate_view` checks a view against the schema of its Parquet data (read from file footers
-only, never the rows); `validate_on_demand` and `validate_service` check the other kinds against
-the views they name.
+`validate_view` checks a view against the schema of its source (Parquet file footers, or the
+result description of a PostgreSQL query with no rows — never the rows); `validate_on_demand`
+and `validate_service` check the other kinds against the views they name.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from keel.errors import InvalidInputError, KeelError
 from keel.features.definitions import Entity, FeatureView
 from keel.features.ondemand import OnDemandFeatureView
 from keel.features.service import FeatureService
-from keel.features.sources import is_url
+from keel.features.sources import PostgresSource, is_url
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from keel.features.sources import Source
     from keel.project import Project
 
 DEFAULT_FILE = "features.py"
@@ -111,7 +112,7 @@ def validate_view(view: FeatureView, project: Project | None = None) -> None:
     """
     where = f"feature view {view.name!r}"
     _check_owner(where, view.owner)
-    schema = read_schema(view.source.resolve(project), where)
+    schema = source_schema(view.source, project, where)
     source = view.source
     for key, dtype in view.entity.join_keys.items():
         _check_type(where, schema, key, dtype, "join key")
@@ -157,8 +158,8 @@ def validate_on_demand(
     for source, feature in view.input_refs:
         dtypes = feature_dtypes(batch[source])
         if feature not in dtypes:  # an aggregation of an undeclared column: ask the data
-            resolved = batch[source].source.resolve(project)
-            dtypes = feature_dtypes(batch[source], read_schema(resolved, where))
+            schema = source_schema(batch[source].source, project, where)
+            dtypes = feature_dtypes(batch[source], schema)
         inputs[feature] = dtypes.get(feature, "float64")
     bound = view.with_input_dtypes(inputs)
     sample = synthetic_table(bound.input_dtypes, SYNTHETIC_ROWS)
@@ -188,6 +189,14 @@ _NUMBER_TYPES = frozenset(
     {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
     | {"float32", "float64", "bool"}
 )
+
+
+def source_schema(source: Source, project: Project | None, where: str) -> pa.Schema:
+    """The Arrow schema of a view's source: a PostgreSQL result description, else the first
+    Parquet file's footer."""
+    if isinstance(source, PostgresSource):
+        return source.schema(project, where)
+    return read_schema(source.resolve(project), where)
 
 
 def read_schema(source: str, where: str) -> pa.Schema:

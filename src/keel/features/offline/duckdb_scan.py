@@ -1,14 +1,17 @@
 """Scans of a view's source for materialization: the newest row per entity key in an event-time
 range (what the online store needs), or every row (what windowed aggregations need online).
 
-Sources are read from an explicit, sorted list of files, so ``file_index`` is the position in
-that list: the ingestion order of the point-in-time join, and the handle by which an incremental
-run picks the files that are new since the last one. Results are written to a DuckDB temporary
-table first (spilled to disk past the memory limit), then streamed out in Arrow batches.
+Parquet sources are read from an explicit, sorted list of files, so ``file_index`` is the
+position in that list: the ingestion order of the point-in-time join, and the handle by which an
+incremental run picks the files that are new since the last one. An in-memory source (a table
+read from a database) has no files: its rows are ingested in row order, and an incremental run
+tells new rows by their times alone. Results are written to a DuckDB temporary table first
+(spilled to disk past the memory limit), then streamed out in Arrow batches.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -68,14 +71,16 @@ def _cast(batch: pa.RecordBatch, types: dict[str, pa.DataType]) -> pa.RecordBatc
 
 
 class SourceScanner:
-    """Opens one DuckDB connection for a sequence of scans of ``view`` over ``files``.
+    """Opens one DuckDB connection for a sequence of scans of ``view`` over ``files`` (empty for
+    an in-memory source).
 
     >>> with SourceScanner(view, files) as scanner:           # doctest: +SKIP
     ...     scan = scanner.latest(["spend"], ScanRange(None, end_us))
     """
 
     def __init__(self, view: ViewInput, files: list[str], engine: DuckDBEngine | None = None):
-        if not files:
+        self._in_memory = not isinstance(view.source, str | os.PathLike)
+        if not files and not self._in_memory:
             raise InvalidInputError(f"the source of view {view.name!r} has no Parquet file")
         self.view = view
         self.files = files
@@ -87,7 +92,8 @@ class SourceScanner:
     def __enter__(self) -> SourceScanner:
         self._con = self._context.__enter__()
         self._source = bind_source(self._con, self.view, 0)
-        self._source.params["path_0"] = self.files  # the explicit, ordered file list
+        if not self._in_memory:
+            self._source.params["path_0"] = self.files  # the explicit, ordered file list
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -117,7 +123,7 @@ class SourceScanner:
         value_sql, types = self._values(values)
         inner = ", ".join(
             [*keys, f"{ev} AS __ev", f"{cr} AS __cr", f"{source.seq} AS __seq"]
-            + ["file_index AS __file"]
+            + [("NULL::BIGINT" if self._in_memory else "file_index") + " AS __file"]
             + [f"{sql} AS __v{j}" for j, sql in enumerate(value_sql)]
         )
         not_null = " AND ".join(f"__k{i} IS NOT NULL" for i in range(len(keys)))
@@ -184,13 +190,15 @@ def _range_filter(scan_range: ScanRange) -> tuple[str, dict[str, Any]]:
         clauses.append("__ev >= $scan_start")
         params["scan_start"] = scan_range.start_us
     if scan_range.new_files is not None:
-        news = ["list_contains($scan_new, __file)"]
-        params["scan_new"] = list(scan_range.new_files)
+        news = []
+        if scan_range.new_files:
+            news.append("list_contains($scan_new, __file)")
+            params["scan_new"] = list(scan_range.new_files)
         if scan_range.after_us is not None:
             news.append("__ev > $scan_after")
             params["scan_after"] = scan_range.after_us
         if scan_range.created_after_us is not None:
             news.append("coalesce(__cr, __ev) > $scan_created")
             params["scan_created"] = scan_range.created_after_us
-        clauses.append("(" + " OR ".join(news) + ")")
+        clauses.append("(" + (" OR ".join(news) or "FALSE") + ")")
     return " AND ".join(clauses), params
