@@ -6,7 +6,9 @@ store, so a request costs the store reads plus a little Python per row."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,21 @@ _US = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A feature list compiled once: the selection, one lookup per view, and where each value
+    lands, so a request does no name resolution."""
+
+    selection: Selection
+    lookups: list[ViewLookup]
+    slots: list[list[tuple[str, str]]]  # per lookup: (view, feature) of its point features
+    order: list[tuple[str, tuple[str, str]]]  # output column -> (view, feature)
+    sources: dict[str, str]  # output column -> the view that gives it
+    # Point features only, in request order, view after view: values go straight into the
+    # result's columns (the common case, and the one whose latency matters most).
+    direct: bool
+
+
 def lookup(
     store: FeatureStore,
     features: Sequence[str] | None,
@@ -30,36 +47,64 @@ def lookup(
     service: str | FeatureService | None,
     request_time: datetime | None,
 ) -> OnlineResult:
-    selection, lookups = _compiled(store, features, service)
-    request_us = _request_us(request_time)
+    plan = _compiled(store, features, service)
+    request_us = time.time_ns() // 1000 if request_time is None else _request_us(request_time)
+    count = len(entity_rows)
     columns: dict[str, list[Any]] = {}
     if entity_rows:
         for name in entity_rows[0]:
             columns[name] = [row.get(name) for row in entity_rows]
-    values: dict[tuple[str, str], list[Any]] = {}
     versions: dict[str, list[str | None]] = {}
     events: dict[str, list[int | None]] = {}
-    for view_lookup in lookups:
+    if plan.direct:
+        for view_lookup in plan.lookups:
+            name = view_lookup.view.name
+            keys = view_lookup.keys(entity_rows)
+            rows, versions[name], events[name] = view_lookup.read(store.online, keys, request_us)
+            if count == 1:
+                columns.update(zip(view_lookup.features, ([v] for v in rows[0]), strict=True))
+            else:
+                per_feature = (
+                    zip(*rows, strict=True) if rows else ([] for _ in view_lookup.features)
+                )
+                columns.update(zip(view_lookup.features, map(list, per_feature), strict=True))
+        return _result(store, plan, columns, versions, events, request_us)
+    values: dict[tuple[str, str], list[Any]] = {}
+    for view_lookup, slots in zip(plan.lookups, plan.slots, strict=True):
         name = view_lookup.view.name
         keys = view_lookup.keys(entity_rows)
         rows, versions[name], events[name] = view_lookup.read(store.online, keys, request_us)
-        for j, feature in enumerate(view_lookup.features):
-            values[(name, feature)] = [row[j] for row in rows]
-        for feature, column in view_lookup.aggregate(store.online, keys, request_us).items():
-            values[(name, feature)] = column
-        if not view_lookup.features:  # aggregations only: the version of the stored events
-            versions[name] = [_online_version(store, name)] * len(keys)
-    sources: dict[str, str] = {}
-    for odfv, outputs in selection.on_demand:
-        versions[odfv.name] = [store.versions.get(odfv.name)] * len(entity_rows)
+        if count == 1:
+            for slot, value in zip(slots, rows[0], strict=True):
+                values[slot] = [value]
+        elif slots:
+            for slot, per_row in zip(slots, zip(*rows, strict=True), strict=True):
+                values[slot] = list(per_row)
+        if view_lookup.aggregations:
+            for feature, column in view_lookup.aggregate(store.online, keys, request_us).items():
+                values[(name, feature)] = column
+            if not view_lookup.features:  # aggregations only: the version of the events
+                versions[name] = [_online_version(store, name)] * count
+    for odfv, outputs in plan.selection.on_demand:
+        versions[odfv.name] = [store.versions.get(odfv.name)] * count
         computed = _on_demand(odfv, outputs, values, entity_rows)
         for output, column in computed.items():
             values[(odfv.name, output)] = column
-    for owner, feature in selection.order:
-        columns[feature] = values[(owner, feature)]
-        sources[feature] = owner
-    as_of = {lk.view.name: store_as_of(store, lk.view.name) for lk in lookups}
-    result = OnlineResult(columns, sources, versions, events, request_us, as_of)
+    for output, slot in plan.order:
+        columns[output] = values.get(slot) or [None] * count
+    return _result(store, plan, columns, versions, events, request_us)
+
+
+def _result(
+    store: FeatureStore,
+    plan: _Plan,
+    columns: dict[str, list[Any]],
+    versions: dict[str, list[str | None]],
+    events: dict[str, list[int | None]],
+    request_us: int,
+) -> OnlineResult:
+    as_of = {lk.view.name: store_as_of(store, lk.view.name) for lk in plan.lookups}
+    result = OnlineResult(columns, plan.sources, versions, events, request_us, as_of)
     if store._log_served:
         store.served_log.append(result)
     return result
@@ -67,19 +112,28 @@ def lookup(
 
 def _compiled(
     store: FeatureStore, features: Sequence[str] | None, service: str | FeatureService | None
-) -> tuple[Selection, list[ViewLookup]]:
+) -> _Plan:
     key = (tuple(features) if features is not None else None, service)
     try:
-        return store._lookups[key]
+        plan: _Plan = store._lookups[key]
+        return plan
     except (KeyError, TypeError):
         pass
     selection = store.select(features, service)
-    lookups = []
-    for name, names in selection.views.items():
-        lookups.append(ViewLookup.build(store.view(name), names))
+    lookups = [ViewLookup.build(store.view(name), names) for name, names in selection.views.items()]
+    slots = [[(lk.view.name, feature) for feature in lk.features] for lk in lookups]
+    order = [(feature, (owner, feature)) for owner, feature in selection.order]
+    sources = {feature: owner for owner, feature in selection.order}
+    point_order = [(lk.view.name, feature) for lk in lookups for feature in lk.features]
+    direct = (
+        not selection.on_demand
+        and not any(lk.aggregations for lk in lookups)
+        and point_order == list(selection.order)
+    )
+    plan = _Plan(selection, lookups, slots, order, sources, direct)
     with contextlib.suppress(TypeError):  # an unhashable service object: compile per call
-        store._lookups[key] = (selection, lookups)
-    return selection, lookups
+        store._lookups[key] = plan
+    return plan
 
 
 def _request_us(request_time: datetime | None) -> int:
@@ -122,15 +176,13 @@ def _on_demand(
 def _materialized(store: FeatureStore, view: str) -> tuple[str | None, datetime | None]:
     """The version and event-time end of the view's last materialization (cached a few
     seconds, so a request does not query the metadata store)."""
-    import time
-
-    from keel.features.materialize import from_us, last_run
-
     cache: dict[str, tuple[float, str | None, datetime | None]]
     cache = store.__dict__.setdefault("_materialized", {})
     now = time.monotonic()
     hit = cache.get(view)
     if hit is None or now - hit[0] >= 5.0:
+        from keel.features.materialize import from_us, last_run
+
         run = last_run(store.project, view)
         if run is None:
             hit = (now, None, None)

@@ -45,7 +45,8 @@ class OnlineResult:
     as_of: dict[str, datetime | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, list[Any]]:
-        return {name: list(values) for name, values in self.columns.items()}
+        """``{column: values}``; the lists are the result's own (copy one before changing it)."""
+        return dict(self.columns)
 
     def to_pandas(self) -> pd.DataFrame:
         import pandas as pd

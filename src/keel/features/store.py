@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from keel.features.selection import Selection
     from keel.features.served_log import ServedLog
     from keel.features.service import FeatureService
-    from keel.features.serving import OnlineResult, ViewLookup
+    from keel.features.serving import OnlineResult
     from keel.features.training import TrainingSet
     from keel.project import Project
     from keel.registry.loaded import LoadedModel
@@ -63,7 +63,7 @@ class FeatureStore:
         self.project = project
         self._online_url = online_store or project.config.features.online_store
         self._engine = engine
-        self._lookups: dict[tuple[Any, ...], tuple[Selection, list[ViewLookup]]] = {}
+        self._lookups: dict[tuple[Any, ...], Any] = {}  # compiled online lookups
         # Read on every online lookup, so a plain attribute rather than a config walk.
         self._log_served = (
             project.config.features.log_served if log_served is None else bool(log_served)
