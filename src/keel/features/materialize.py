@@ -208,13 +208,14 @@ def _table_input(project: Project, view: FeatureView, points: ScanRange, end_us:
 def _append_events(online: OnlineStore, view: FeatureView, version: str, scan: Scan) -> int:
     """Append every scanned row, oldest first, so the store's sequence follows ingestion."""
     from keel.features.online.base import RowBatch
+    from keel.features.online.keys import KeyColumns
     from keel.features.online.windows import longest_window
 
     retain = longest_window(view.aggregation_list)
     key_count = len(view.entity.key_names)
     columns = _event_columns(view)
     for batch in scan.batches(_WRITE_ROWS):
-        keys = list(zip(*(batch.column(i).to_pylist() for i in range(key_count)), strict=True))
+        keys = KeyColumns([batch.column(i) for i in range(key_count)])
         rows = RowBatch(
             keys=keys,
             features={name: batch.column(name) for name in columns},
@@ -246,6 +247,7 @@ def _write(
     progress: ProgressHook | None,
 ) -> tuple[int, int | None]:
     from keel.features.online.base import RowBatch
+    from keel.features.online.keys import KeyColumns
 
     key_count = len(view.entity.key_names)
     written = done = 0
@@ -253,7 +255,7 @@ def _write(
     if progress is not None:
         progress(view.name, 0, scan.rows)
     for batch in scan.batches(_WRITE_ROWS):
-        keys = list(zip(*(batch.column(i).to_pylist() for i in range(key_count)), strict=True))
+        keys = KeyColumns([batch.column(i) for i in range(key_count)])
         created = batch.column("__cr")
         rows = RowBatch(
             keys=keys,

@@ -37,6 +37,7 @@ def push_rows(
     online row writes were applied."""
     from keel.features.offline.frames import as_table, require_column
     from keel.features.online.base import RowBatch
+    from keel.features.online.keys import KeyColumns
 
     owner = f"push to feature view {view.name!r}"
     table = as_table(rows, owner)
@@ -60,9 +61,9 @@ def push_rows(
         _write_file(folder, _conform(table, schema, owner))
     event_us = _micros(table.column(source.event_timestamp))
     created = table.column(source.created_timestamp) if source.created_timestamp else None
-    keys_cols = [table.column(k).to_pylist() for k in view.entity.key_names]
+    keys = KeyColumns([table.column(k) for k in view.entity.key_names])
     batch = RowBatch(
-        keys=list(zip(*keys_cols, strict=True)),
+        keys=keys,
         features={f.name: table.column(f.name) for f in view.fields},
         event_ts=event_us,
         created_ts=None if created is None else _micros(created),

@@ -43,6 +43,11 @@ class ScanRange:
     created_after_us: int | None = None
 
 
+# Results up to this many cells (rows x columns) are fetched straight into Arrow; larger ones
+# go through a DuckDB temporary table, which spills to disk past the memory limit.
+_IN_MEMORY_CELLS = 20_000_000
+
+
 @dataclass
 class Scan:
     """A scan's result: ``rows`` in total, streamed by ``batches()`` with columns ``__k0...``
@@ -52,10 +57,14 @@ class Scan:
     columns: tuple[str, ...]
     _con: duckdb.DuckDBPyConnection
     _types: dict[str, pa.DataType]
+    _table: pa.Table | None = None  # the whole result, when it was small enough to fetch
 
     def batches(self, size: int = _BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        reader = self._con.sql("SELECT * FROM __keel_scan").to_arrow_reader(size)
-        for batch in reader:
+        if self._table is not None:
+            batches: Iterator[pa.RecordBatch] = iter(self._table.to_batches(max_chunksize=size))
+        else:
+            batches = iter(self._con.sql("SELECT * FROM __keel_scan").to_arrow_reader(size))
+        for batch in batches:
             yield _cast(batch, self._types)
 
 
@@ -63,7 +72,7 @@ def _cast(batch: pa.RecordBatch, types: dict[str, pa.DataType]) -> pa.RecordBatc
     arrays = []
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
         kind = types.get(name)
-        if kind is not None:
+        if kind is not None and column.type != kind:
             column = finish_column(pa.chunked_array([column]), kind, None, None, name)
             column = column.combine_chunks()
         arrays.append(column)
@@ -88,6 +97,7 @@ class SourceScanner:
         self._context = self._engine.connect()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._source: BoundSource | None = None
+        self._rows: int | None = None
 
     def __enter__(self) -> SourceScanner:
         self._con = self._context.__enter__()
@@ -145,7 +155,11 @@ class SourceScanner:
         else:
             sql = f"SELECT {picked} FROM ({body}) ORDER BY __ev, __cr, __seq"
         con = self._connection()
+        names = (*[f"__k{i}" for i in range(len(keys))], "__ev", "__cr", *values)
         try:
+            if self._source_rows() * len(names) <= _IN_MEMORY_CELLS:
+                table = con.sql(sql, params={**source.params, **params}).to_arrow_table()
+                return Scan(table.num_rows, names, con, types, table)
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE __keel_scan AS {sql}", {**source.params, **params}
             )
@@ -153,8 +167,20 @@ class SourceScanner:
         except duckdb.Error as exc:
             raise StoreError(f"DuckDB failed reading the source of {source.owner}: {exc}") from exc
         rows = int(total[0][0]) if total else 0
-        names = (*[f"__k{i}" for i in range(len(keys))], "__ev", "__cr", *values)
         return Scan(rows, names, con, types)
+
+    def _source_rows(self) -> int:
+        """How many rows the source has (Parquet footers only): what a scan reads at most."""
+        if self._rows is None:
+            con = self._connection()
+            if self._in_memory:
+                query, params = f"SELECT count(*) FROM {self.source.relation}", {}
+            else:
+                query = "SELECT sum(num_rows) FROM parquet_file_metadata($files)"
+                params = {"files": self.files}
+            found = con.sql(query, params=params).fetchall()
+            self._rows = int(found[0][0] or 0) if found else 0
+        return self._rows
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
