@@ -55,6 +55,7 @@ class FeatureStore:
         online_store: str | None = None,
         engine: OfflineEngine | None = None,
         log_served: bool | None = None,
+        require_current: bool = True,
     ) -> None:
         if project is None:
             from keel.project import Project
@@ -63,6 +64,9 @@ class FeatureStore:
         self.project = project
         self._online_url = online_store or project.config.features.online_store
         self._engine = engine
+        # False: definitions may be any version ever registered (to rebuild an old training
+        # set from old code), not only the current one.
+        self._require_current = require_current
         self._lookups: dict[tuple[Any, ...], Any] = {}  # compiled online lookups
         # Read on every online lookup, so a plain attribute rather than a config walk.
         self._log_served = (
@@ -78,13 +82,22 @@ class FeatureStore:
 
         definitions = load_definitions(self.project.root / self.project.config.features.definitions)
         declared = definition_versions(definitions)
-        registered = _registered_versions(self.project)
+        if self._require_current:
+            registered = _registered_versions(self.project)
+            for name, version in declared.items():
+                if registered.get(name) != version:
+                    state = "is not registered" if name not in registered else "has changed"
+                    raise InvalidInputError(
+                        f"feature definition {name!r} {state} since `keel features apply`; "
+                        "run `keel features apply` to register it before using it"
+                    )
+            return definitions
+        history = _version_history(self.project)
         for name, version in declared.items():
-            if registered.get(name) != version:
-                state = "is not registered" if name not in registered else "has changed"
+            if (name, version) not in history:
                 raise InvalidInputError(
-                    f"feature definition {name!r} {state} since `keel features apply`; run "
-                    "`keel features apply` to register it before using it"
+                    f"feature definition {name!r} at version {version[:12]} was never "
+                    "registered; run `keel features apply` with this definition first"
                 )
         return definitions
 
@@ -282,6 +295,16 @@ def _registered_versions(project: Project) -> dict[str, str]:
     with project.metadata.read() as conn:
         rows = conn.execute(select(feature_views.c.name, feature_views.c.current_version))
         return {str(name): str(version) for name, version in rows}
+
+
+def _version_history(project: Project) -> set[tuple[str, str]]:
+    from sqlalchemy import select
+
+    from keel.metadata.schema import feature_view_versions as fvv
+
+    with project.metadata.read() as conn:
+        rows = conn.execute(select(fvv.c.name, fvv.c.version))
+        return {(str(name), str(version)) for name, version in rows}
 
 
 def _engine_from_config(project: Project) -> OfflineEngine:

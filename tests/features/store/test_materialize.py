@@ -130,3 +130,19 @@ def test_an_unapplied_change_is_refused(sqlite_project: Project, store: FeatureS
     (root / "features.py").write_text(DEFINITIONS.replace('ttl="2d"', 'ttl="3d"'))
     with pytest.raises(InvalidInputError, match="has changed since `keel features apply`"):
         FeatureStore(sqlite_project).materialize(end=day(4))
+
+
+def test_an_older_registered_version_can_be_used_when_asked(sqlite_project: Project) -> None:
+    root = sqlite_project.root
+    write(root, "a.parquet", [(1, day(1), 10.0, 1)])
+    (root / "features.py").write_text(DEFINITIONS)
+    apply_definitions(sqlite_project)
+    (root / "features.py").write_text(DEFINITIONS.replace('ttl="2d"', 'ttl="5d"'))
+    apply_definitions(sqlite_project)
+    (root / "features.py").write_text(DEFINITIONS)  # back to the first, no longer current
+    with pytest.raises(InvalidInputError, match="has changed"):
+        FeatureStore(sqlite_project).definitions  # noqa: B018
+    assert FeatureStore(sqlite_project, require_current=False).definitions.views
+    (root / "features.py").write_text(DEFINITIONS.replace('ttl="2d"', 'ttl="7d"'))
+    with pytest.raises(InvalidInputError, match="never registered"):
+        FeatureStore(sqlite_project, require_current=False).definitions  # noqa: B018
