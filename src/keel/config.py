@@ -93,6 +93,24 @@ class FeaturesConfig(_Section):
     served_log: str = ".keel/served-features"
 
 
+class EndpointConfig(_Section):
+    # The model version to serve: "name@version" or "name@alias" (e.g. fraud@champion).
+    model: str
+    # The feature service whose online features feed the model (None: the request carries
+    # every model input itself).
+    features: str | None = None
+
+
+class ServingConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    # Append-only segments of every prediction, compacted to Parquet by endpoint and date.
+    prediction_log: str = ".keel/predictions"
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    endpoints: dict[str, EndpointConfig] = Field(default_factory=dict)
+
+
 class KeelConfig(_Section):
     project: str = "keel-project"
     user: str | None = None
@@ -102,6 +120,7 @@ class KeelConfig(_Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
 
 DEFAULT_YAML = """\
@@ -154,6 +173,16 @@ features:
   on_version_mismatch: refuse  # or warn: a model trained on other feature versions
   log_served: false         # log online lookups for `keel features skew-check`
   served_log: .keel/served-features
+
+serving:
+  host: 127.0.0.1
+  port: 8000
+  workers: 1
+  prediction_log: .keel/predictions   # every prediction, before its response is sent
+  max_request_bytes: 1048576
+  # endpoints:
+  #   fraud: {{model: fraud@champion, features: fraud_features}}
+  endpoints: {{}}
 """
 
 
