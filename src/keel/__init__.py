@@ -24,13 +24,16 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "ArtifactCorruptedError": "keel.errors",
     "ConfigError": "keel.errors",
+    "FeatureStore": "keel.features.store",
     "FilterSyntaxError": "keel.errors",
     "FlavorError": "keel.errors",
     "InvalidInputError": "keel.errors",
     "KeelError": "keel.errors",
     "LoadedModel": "keel.registry.loaded",
     "ModelVersion": "keel.registry.versions",
+    "NondeterminismWarning": "keel.training.seeding",
     "NotFoundError": "keel.errors",
+    "Params": "keel.training.params",
     "Project": "keel.project",
     "ProjectNotFoundError": "keel.errors",
     "Run": "keel.tracking.run",
@@ -39,12 +42,17 @@ _EXPORTS: dict[str, str] = {
     "SignatureError": "keel.errors",
     "StateError": "keel.errors",
     "StoreError": "keel.errors",
+    "TimeSplit": "keel.training.split",
+    "TrainResult": "keel.training.train",
+    "Trainer": "keel.training.trainers",
+    "TrainingData": "keel.training.trainers",
     "active_run": "keel.tracking.fluent",
     "alias_history": "keel.api",
     "approve": "keel.api",
     "archive": "keel.api",
     "compare_runs": "keel.api",
     "delete_alias": "keel.api",
+    "deterministic_params": "keel.training.seeding",
     "get_model_version": "keel.api",
     "get_run": "keel.api",
     "init_project": "keel.project",
@@ -61,22 +69,28 @@ _EXPORTS: dict[str, str] = {
     "models_using": "keel.api",
     "register_model": "keel.api",
     "search_runs": "keel.api",
+    "seed_everything": "keel.training.seeding",
     "set_alias": "keel.api",
     "set_tag": "keel.tracking.fluent",
     "set_tags": "keel.tracking.fluent",
     "start_run": "keel.tracking.fluent",
+    "train": "keel.training.train",
+    "trainer": "keel.training.trainers",
 }
 
 __all__ = [
     "ArtifactCorruptedError",
     "ConfigError",
+    "FeatureStore",
     "FilterSyntaxError",
     "FlavorError",
     "InvalidInputError",
     "KeelError",
     "LoadedModel",
     "ModelVersion",
+    "NondeterminismWarning",
     "NotFoundError",
+    "Params",
     "Project",
     "ProjectNotFoundError",
     "Run",
@@ -85,12 +99,17 @@ __all__ = [
     "SignatureError",
     "StateError",
     "StoreError",
+    "TimeSplit",
+    "TrainResult",
+    "Trainer",
+    "TrainingData",
     "active_run",
     "alias_history",
     "approve",
     "archive",
     "compare_runs",
     "delete_alias",
+    "deterministic_params",
     "get_model_version",
     "get_run",
     "init_project",
@@ -107,10 +126,13 @@ __all__ = [
     "models_using",
     "register_model",
     "search_runs",
+    "seed_everything",
     "set_alias",
     "set_tag",
     "set_tags",
     "start_run",
+    "train",
+    "trainer",
 ]
 
 if TYPE_CHECKING:
@@ -145,6 +167,7 @@ if TYPE_CHECKING:
         StateError,
         StoreError,
     )
+    from keel.features.store import FeatureStore
     from keel.project import Project, init_project
     from keel.registry.loaded import LoadedModel
     from keel.registry.versions import ModelVersion
@@ -162,6 +185,11 @@ if TYPE_CHECKING:
     )
     from keel.tracking.records import RunInfo
     from keel.tracking.run import Run
+    from keel.training.params import Params
+    from keel.training.seeding import NondeterminismWarning, deterministic_params, seed_everything
+    from keel.training.split import TimeSplit
+    from keel.training.train import TrainResult, train
+    from keel.training.trainers import Trainer, TrainingData, trainer
 
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

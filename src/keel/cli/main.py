@@ -18,6 +18,7 @@ from keel.cli import (
     models,
     project_cmds,
     runs,
+    training,
 )
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ features_skew.register(features.app)
 project_cmds.register(app)
 demo.register(app)
 lineage.register(app)
+training.register(app)
 
 
 @app.callback()
