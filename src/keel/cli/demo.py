@@ -22,7 +22,7 @@ def demo(
     rows: int = typer.Option(1_000_000, "--rows", min=10_000, help="Transactions to generate."),
     seed: int = typer.Option(7, "--seed", help="Seed of the synthetic data and the models."),
 ) -> None:
-    """Run the platform end to end: data, features, tracked training, registry, champion,
+    """Run the platform end to end: data, features, `keel train`, registry, champion,
     lineage, online serving and a skew check."""
     import time
 
@@ -67,11 +67,11 @@ def _summary(result: DemoResult, seconds: float) -> None:
     print_table(
         "Runs, best first (keel runs search \"experiment = 'fraud-demo'\" --order-by "
         "'metrics.auc DESC')",
-        ["run", "name", "status", "auc", "avg precision", "git commit"],
+        ["run", "model", "status", "auc", "avg precision", "git commit"],
         [
             (
                 r.id[:16],
-                r.name,
+                r.params.get("model"),
                 r.status,
                 r.metrics.get("auc"),
                 r.metrics.get("average_precision"),
@@ -106,11 +106,10 @@ def _feature_store_summary(result: DemoResult) -> None:
         ["name", "kind", "version", "status"],
         [(v.name, v.kind, v.version[:12], v.status) for v in result.feature_views],
     )
-    store_model = result.store_model
     console.print(
-        f"{MODEL_NAME}@{store_model.version} was trained on a training set built through the "
-        f"feature store; `keel lineage {MODEL_NAME}@{store_model.version}` names its feature "
-        "versions and training-set fingerprint."
+        f"Both models were trained by `keel train {MODEL_NAME}` on training sets built through "
+        f"the feature store; `keel lineage {MODEL_NAME}@champion` names the feature versions, "
+        "the training-set fingerprint and the data they came from."
     )
     serving = result.serving
     lookup = serving.lookup

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
     from keel.features.skew import SkewReport
     from keel.features.store import FeatureStore
-    from keel.features.training import TrainingSet
     from keel.project import Project
 
 SERVICE = "fraud_features"
@@ -52,6 +51,7 @@ user_spending = FeatureView(
     entity=user,
     source=transactions,
     aggregations=[
+        Aggregation("amount", "count", "1h"),
         Aggregation("amount", "sum", "1d", default=0.0),
         Aggregation("amount", "count", "1d"),
         Aggregation("amount", "sum", "7d", default=0.0),
@@ -61,7 +61,7 @@ user_spending = FeatureView(
         Aggregation("amount", "mean", "30d", default=0.0),
     ],
     owner="fraud-team@keel.dev",
-    description="what a card holder spent and how often, over 1, 7 and 30 days",
+    description="what a card holder spent and how often, over the last hour and 1, 7, 30 days",
 )
 
 merchant_risk = FeatureView(
@@ -90,14 +90,44 @@ def amount_ratio(columns):
     return {"amount_to_avg_30d": np.where(mean > 0, ratio, 1.0)}
 
 
+@on_demand_feature_view(
+    request=[
+        RequestField("amount", "float64"),
+        RequestField("channel", "string"),
+        RequestField("event_timestamp", "timestamp"),
+    ],
+    inputs=[],
+    outputs=[
+        Field("amount_log", "float64"),
+        Field("is_online", "int64"),
+        Field("is_contactless", "int64"),
+        Field("hour", "int64"),
+        Field("is_night", "int64"),
+    ],
+    owner="fraud-team@keel.dev",
+    description="what the transaction itself says: its size, how the card was used, and when",
+)
+def transaction_shape(columns):
+    channel = columns["channel"]
+    hour = columns["event_timestamp"].astype("datetime64[h]").astype(np.int64) % 24
+    return {
+        "amount_log": np.log1p(columns["amount"]),
+        "is_online": (channel == "online").astype(np.int64),
+        "is_contactless": (channel == "contactless").astype(np.int64),
+        "hour": hour,
+        "is_night": (hour < 6).astype(np.int64),
+    }
+
+
 fraud_features = FeatureService(
     "fraud_features",
-    features=[user_spending, merchant_risk, amount_ratio],
+    features=[user_spending, merchant_risk, amount_ratio, transaction_shape],
     owner="fraud-team@keel.dev",
     description="what the fraud model consumes",
 )
 '''
 STORE_FEATURES = [
+    "amount_count_1h",
     "amount_sum_1d",
     "amount_count_1d",
     "amount_sum_7d",
@@ -108,6 +138,11 @@ STORE_FEATURES = [
     "merchant_fraud_rate_30d",
     "merchant_txn_30d",
     "amount_to_avg_30d",
+    "amount_log",
+    "is_online",
+    "is_contactless",
+    "hour",
+    "is_night",
 ]
 
 
@@ -117,13 +152,6 @@ def define_features(project: Project) -> list[Any]:
 
     (project.root / "features.py").write_text(DEFINITIONS, "utf-8")
     return apply_definitions(project)
-
-
-def training_set(store: FeatureStore, frame: pd.DataFrame) -> TrainingSet:
-    """The point-in-time-correct store features of every transaction of ``frame`` (its rows
-    in order), recorded as inputs of the active run."""
-    entities = frame[["user_id", "merchant_id", "event_timestamp", "amount"]]
-    return store.get_training_set(entities, service=SERVICE, timestamp_column="event_timestamp")
 
 
 @dataclass(frozen=True)
@@ -149,8 +177,21 @@ def serve_and_check(store: FeatureStore, frame: pd.DataFrame, *, sample: int = 4
     last_day = frame[frame["event_timestamp"] > end - _day()]
     chosen = last_day.sample(n=min(sample, len(last_day)), random_state=7)
     rows = [
-        {"user_id": int(u), "merchant_id": int(m), "amount": float(a)}
-        for u, m, a in zip(chosen["user_id"], chosen["merchant_id"], chosen["amount"], strict=True)
+        {
+            "user_id": int(u),
+            "merchant_id": int(m),
+            "amount": float(a),
+            "channel": str(c),
+            "event_timestamp": t.to_pydatetime(),
+        }
+        for u, m, a, c, t in zip(
+            chosen["user_id"],
+            chosen["merchant_id"],
+            chosen["amount"],
+            chosen["channel"],
+            chosen["event_timestamp"],
+            strict=True,
+        )
     ]
     first = None
     for at in range(0, len(rows), 100):
