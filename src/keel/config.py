@@ -108,6 +108,10 @@ class ServingConfig(_Section):
     # Append-only segments of every prediction, compacted to Parquet by endpoint and date.
     prediction_log: str = ".keel/predictions"
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    # Keys for predictions and, separately, for deployment changes: "sha256:<hex>" (see
+    # keel.serving.auth.hash_api_key) or plain; none configured: the server is open.
+    api_keys: list[str] = Field(default_factory=list)
+    admin_keys: list[str] = Field(default_factory=list)
     endpoints: dict[str, EndpointConfig] = Field(default_factory=dict)
 
 
@@ -180,6 +184,8 @@ serving:
   workers: 1
   prediction_log: .keel/predictions   # every prediction, before its response is sent
   max_request_bytes: 1048576
+  api_keys: []      # "sha256:<hex>" of each prediction key (keel.serving.auth.hash_api_key)
+  admin_keys: []    # the same for deployment changes
   # endpoints:
   #   fraud: {{model: fraud@champion, features: fraud_features}}
   endpoints: {{}}

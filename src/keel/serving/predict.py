@@ -1,0 +1,272 @@
+"""One prediction request, whatever the protocol: rows in, predictions out, every row logged.
+
+For each request: the entity rows (join keys plus request fields) go through the endpoint's
+feature service (online store plus on-demand functions, the code used for training); the model
+input is assembled in the signature's column order from the features and the rows' own fields;
+the model predicts. A binary classifier that has ``predict_proba`` answers with the probability
+of its positive class (``predict_proba(X)[:, 1]``); any other model with ``predict(X)``. Every
+row gets a request id and a prediction-log record, written before the response is returned.
+
+    predictor = Predictor(registry, log, ServerMetrics())
+    served = predictor.predict("fraud", [{"user_id": 7, "amount": 12.5}])
+    served.predictions, served.request_ids
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from keel.errors import (
+    InvalidInputError,
+    KeelError,
+    NotFoundError,
+    SignatureError,
+    StateError,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    from keel.serving.endpoints import Endpoint, EndpointRegistry
+    from keel.serving.metrics import ServerMetrics
+
+MAX_ROWS = 10_000
+PRIMARY = "primary"
+
+
+class PredictionSink(Protocol):
+    """Where prediction records go (keel.serving.predlog.PredictionLog in a server)."""
+
+    def append(self, record: dict[str, Any]) -> object: ...
+
+
+@dataclass(frozen=True)
+class Served:
+    """The answer to one request: a prediction and a request id per row."""
+
+    endpoint: Endpoint
+    predictions: list[Any]
+    request_ids: list[str]
+    variant: str = PRIMARY
+
+    @property
+    def model_version(self) -> int:
+        return self.endpoint.version.version
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status of an error: the client's fault is a 4xx, never a 500."""
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, InvalidInputError):
+        return 422
+    if isinstance(exc, StateError | StoreError):
+        return 503
+    return 500
+
+
+def check_rows(rows: object) -> list[dict[str, Any]]:
+    """``rows`` as a non-empty list of JSON objects; InvalidInputError naming the bad row."""
+    if not isinstance(rows, list) or not rows:
+        raise InvalidInputError("'rows' must be a non-empty list of objects such as [{'id': 1}]")
+    if len(rows) > MAX_ROWS:
+        raise InvalidInputError(
+            f"'rows' has {len(rows)} rows, more than {MAX_ROWS}; split the request"
+        )
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidInputError(
+                f"rows[{i}] is a {type(row).__name__}, not an object; send {{'field': value}}"
+            )
+    return rows
+
+
+_ACCEPTS: dict[str, tuple[type, ...]] = {
+    "integer": (int,),
+    "float": (int, float),
+    "boolean": (bool,),
+    "string": (str,),
+    "datetime": (str,),
+}
+
+
+def check_types(endpoint: Endpoint, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reject a field of the wrong JSON type (a list for a join key, text for a number)
+    before it reaches the online store or the model."""
+    for field in endpoint.inputs:
+        accepted = _ACCEPTS.get(field.type)
+        if accepted is None:
+            continue
+        for i, row in enumerate(rows):
+            value = row.get(field.name)
+            if value is None:
+                continue
+            wrong_bool = isinstance(value, bool) and bool not in accepted
+            if wrong_bool or not isinstance(value, accepted):
+                raise InvalidInputError(
+                    f"rows[{i}].{field.name} is {value!r} ({type(value).__name__}); "
+                    f"{field.name!r} takes {field.type} values"
+                )
+    return rows
+
+
+class Predictor:
+    """Runs requests against a registry's endpoints, logging and measuring each one."""
+
+    def __init__(
+        self, registry: EndpointRegistry, log: PredictionSink | None, metrics: ServerMetrics
+    ) -> None:
+        self.registry = registry
+        self.log = log
+        self.metrics = metrics
+
+    def predict(self, name: str, rows: object) -> Served:
+        """Predict every row for endpoint ``name``; KeelError subclasses for bad input."""
+        endpoint = self.registry.get(name)
+        labels = (endpoint.name, PRIMARY, str(endpoint.version.version))
+        start_ns = time.perf_counter_ns()
+        time_us = time.time_ns() // 1000
+        try:
+            checked = check_types(endpoint, check_rows(rows))
+            inputs, predictions, lookup_s, model_s = compute(endpoint, checked)
+        except KeelError as exc:
+            self._failed(endpoint, labels, exc, time_us, start_ns)
+            raise
+        ids = [uuid.uuid4().hex for _ in predictions]
+        latency_us = (time.perf_counter_ns() - start_ns) // 1000
+        if self.log is not None:
+            for request_id, features, prediction in zip(ids, inputs, predictions, strict=True):
+                self.log.append(
+                    _record(endpoint, request_id, time_us, features, prediction, latency_us, 200)
+                )
+        self.metrics.requests.labels(*labels, "ok").inc()
+        self.metrics.predictions.labels(*labels).inc(len(predictions))
+        self.metrics.lookup_time.labels(*labels).observe(lookup_s)
+        self.metrics.model_time.labels(*labels).observe(model_s)
+        self.metrics.latency.labels(*labels).observe((time.perf_counter_ns() - start_ns) / 1e9)
+        return Served(endpoint, predictions, ids)
+
+    def _failed(
+        self,
+        endpoint: Endpoint,
+        labels: tuple[str, str, str],
+        exc: KeelError,
+        time_us: int,
+        start_ns: int,
+    ) -> None:
+        latency_us = (time.perf_counter_ns() - start_ns) // 1000
+        status = status_for(exc)
+        if self.log is not None:
+            record = _record(endpoint, uuid.uuid4().hex, time_us, {}, None, latency_us, status)
+            self.log.append(record)
+        self.metrics.requests.labels(*labels, "error").inc()
+        self.metrics.errors.labels(*labels, str(status)).inc()
+
+
+def compute(
+    endpoint: Endpoint, rows: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[Any], float, float]:
+    """Per row: the model input and the prediction; and the lookup and model times (s)."""
+    started = time.perf_counter()
+    features: dict[str, list[Any]] = {}
+    if endpoint.store is not None and endpoint.features is not None:
+        try:
+            result = endpoint.store.get_online_features(entity_rows=rows, service=endpoint.features)
+        except (OverflowError, ValueError, TypeError) as exc:
+            # A key the store cannot even encode (an integer past 64 bits...): bad input.
+            raise InvalidInputError(
+                f"the entity rows of endpoint {endpoint.name!r} cannot be looked up: {exc}; "
+                f"send the inputs {[f.name for f in endpoint.inputs]} with their types"
+            ) from exc
+        features = {name: result.columns[name] for name in result.sources}
+    looked_up = time.perf_counter()
+    columns = model_columns(endpoint, rows, features)
+    predictions = run_model(endpoint, columns, len(rows))
+    finished = time.perf_counter()
+    names = list(columns)
+    inputs = [{n: columns[n][i] for n in names} for i in range(len(rows))]
+    return inputs, predictions, looked_up - started, finished - looked_up
+
+
+def model_columns(
+    endpoint: Endpoint, rows: Sequence[Mapping[str, Any]], features: Mapping[str, list[Any]]
+) -> dict[str, list[Any]]:
+    """The model input as columns, in the signature's order: each from the features when the
+    service computes it, else from the rows' own fields."""
+    if endpoint.columns is None:
+        names = list(features) if features else _row_fields(rows)
+    else:
+        names = endpoint.columns
+    columns: dict[str, list[Any]] = {}
+    for name in names:
+        if name in features:
+            columns[name] = features[name]
+            continue
+        try:
+            columns[name] = [row[name] for row in rows]
+        except KeyError:
+            missing = next(i for i, row in enumerate(rows) if name not in row)
+            raise SignatureError(
+                f"rows[{missing}] lacks field {name!r}, a model input of endpoint "
+                f"{endpoint.name!r}; send it in every row (the inputs are "
+                f"{[f.name for f in endpoint.inputs]})"
+            ) from None
+    return columns
+
+
+def run_model(endpoint: Endpoint, columns: dict[str, list[Any]], count: int) -> list[Any]:
+    model = endpoint.model
+    data: object = columns if columns else [{}] * count
+    try:
+        if endpoint.output == "probability":
+            values = model.predict_proba(data)[:, 1]
+        else:
+            values = model.predict(data)
+    except KeelError:
+        raise
+    except (ValueError, TypeError) as exc:
+        # The model library refused the values (NaN, a category it never saw, ...): the
+        # request's fault, so a 422 with the library's reason rather than a 500.
+        raise InvalidInputError(
+            f"model {endpoint.version.ref} rejected the input of endpoint {endpoint.name!r}: {exc}"
+        ) from exc
+    return json_safe(values.tolist())
+
+
+def json_safe(values: list[Any]) -> list[Any]:
+    """Predictions as JSON values: NaN and infinities become null."""
+    return [
+        None if isinstance(v, float) and not math.isfinite(v) else v
+        for v in (json_safe(v) if isinstance(v, list) else v for v in values)
+    ]
+
+
+def _row_fields(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    return list(rows[0]) if rows else []
+
+
+def _record(
+    endpoint: Endpoint,
+    request_id: str,
+    time_us: int,
+    features: dict[str, Any],
+    prediction: Any,
+    latency_us: int,
+    status: int,
+) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "time_us": time_us,
+        "endpoint": endpoint.name,
+        "variant": PRIMARY,
+        "model": endpoint.version.name,
+        "model_version": endpoint.version.version,
+        "features": features,
+        "prediction": prediction,
+        "latency_us": latency_us,
+        "status": status,
+    }
