@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "Params": "keel.training.params",
     "Project": "keel.project",
     "ProjectNotFoundError": "keel.errors",
+    "ReproductionReport": "keel.training.reproduce",
     "Run": "keel.tracking.run",
     "RunInfo": "keel.tracking.records",
     "SchemaTooNewError": "keel.errors",
@@ -68,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "log_params": "keel.tracking.fluent",
     "models_using": "keel.api",
     "register_model": "keel.api",
+    "reproduce": "keel.training.reproduce",
     "search_runs": "keel.api",
     "seed_everything": "keel.training.seeding",
     "set_alias": "keel.api",
@@ -93,6 +95,7 @@ __all__ = [
     "Params",
     "Project",
     "ProjectNotFoundError",
+    "ReproductionReport",
     "Run",
     "RunInfo",
     "SchemaTooNewError",
@@ -125,6 +128,7 @@ __all__ = [
     "log_params",
     "models_using",
     "register_model",
+    "reproduce",
     "search_runs",
     "seed_everything",
     "set_alias",
@@ -186,6 +190,7 @@ if TYPE_CHECKING:
     from keel.tracking.records import RunInfo
     from keel.tracking.run import Run
     from keel.training.params import Params
+    from keel.training.reproduce import ReproductionReport, reproduce
     from keel.training.seeding import NondeterminismWarning, deterministic_params, seed_everything
     from keel.training.split import TimeSplit
     from keel.training.train import TrainResult, train

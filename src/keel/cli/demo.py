@@ -22,8 +22,7 @@ def demo(
     rows: int = typer.Option(1_000_000, "--rows", min=10_000, help="Transactions to generate."),
     seed: int = typer.Option(7, "--seed", help="Seed of the synthetic data and the models."),
 ) -> None:
-    """Run the platform end to end: data, features, `keel train`, registry, champion,
-    lineage, online serving and a skew check."""
+    """Run the platform end to end: data, features, training, registry, serving checks."""
     import time
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

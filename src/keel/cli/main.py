@@ -17,7 +17,9 @@ from keel.cli import (
     lineage,
     models,
     project_cmds,
+    reproduce,
     runs,
+    serve,
     training,
 )
 
@@ -42,6 +44,8 @@ project_cmds.register(app)
 demo.register(app)
 lineage.register(app)
 training.register(app)
+reproduce.register(app)
+serve.register(app)
 
 
 @app.callback()
