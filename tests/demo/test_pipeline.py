@@ -21,6 +21,7 @@ def test_demo_trains_registers_and_promotes(
     assert "fraud@" in out
     assert "champion" in out
     assert "no training-serving skew" in out
+    assert "IDENTICAL" in out  # the champion was rebuilt bit for bit by `keel reproduce`
 
     import keel
     import keel.data as keel_data

@@ -133,6 +133,10 @@ def _feature_store_summary(result: DemoResult) -> None:
     console.print(
         f"{verdict}; {serving.materialized_rows:,} source rows materialized into the online store."
     )
+    from keel.cli.reproduce import print_report
+
+    console.print(f"Reproduction of {MODEL_NAME}@champion (keel reproduce {MODEL_NAME}@champion):")
+    print_report(result.reproduction)
 
 
 def _short(value: object) -> str:

@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from keel.errors import InvalidInputError
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from keel.features.registry import AppliedView
     from keel.project import Project
     from keel.registry.versions import ModelVersion
+    from keel.training.reproduce import ReproductionReport
     from keel.training.train import TrainResult
 
 MARKER = ".keel-demo"
@@ -33,6 +34,7 @@ STEPS = (
     "Train a LightGBM model (keel train fraud --param model=lightgbm)",
     "Register, approve and promote the champion",
     "Materialize the online store, serve lookups, check training-serving skew",
+    "Reproduce the champion from its recorded code, data and seed (keel reproduce)",
 )
 
 
@@ -46,6 +48,7 @@ class DemoResult:
     run_ids: list[str]
     feature_views: list[AppliedView]
     serving: ServingCheck
+    reproduction: ReproductionReport
 
 
 def prepare_directory(directory: Path) -> None:
@@ -79,7 +82,7 @@ def run_demo(
     on_step(1)
     data = generate(n_rows=n_rows, seed=seed)
     write_parquet(data, directory / "data")
-    dataset = _version_data(project)
+    _version_data(project)
     on_step(2)
     applied = feature_store.define_features(project)
     (project.root / "train.py").write_text(TRAIN_PY, "utf-8")
@@ -93,16 +96,28 @@ def run_demo(
     on_step(6)
     with FeatureStore(project, log_served=True) as store:
         serving = feature_store.serve_and_check(store, data.transactions)
+    on_step(7)
+    from keel.training.reproduce import reproduce
+
+    reproduction = reproduce(project, f"{MODEL_NAME}@champion")
     return DemoResult(
         project=project,
         rows=len(data.transactions),
-        dataset_sha256=dataset["ref"],
+        # What the runs trained on: the transactions file inside the versioned folder.
+        dataset_sha256=_file_version(project, "data/transactions.parquet"),
         champion=champion,
         challenger=challenger,
         run_ids=[r.run_id for r in (logreg, lgbm)],
         feature_views=applied,
         serving=serving,
+        reproduction=reproduction,
     )
+
+
+def _file_version(project: Project, path: str) -> str:
+    from keel.data import resolve
+
+    return resolve(path, project=project).sha256
 
 
 def _train(project: Project, kind: str, seed: int) -> TrainResult:
@@ -139,15 +154,13 @@ def _create_project(directory: Path) -> Project:
     return Project(directory, environ={})
 
 
-def _version_data(project: Project) -> dict[str, Any]:
-    """`keel data add data`: the tables go to the content-addressed cache, a small pointer file
-    (data.keel) goes to git, and every run below records the version it trained on."""
-    from keel.data import add, resolve
+def _version_data(project: Project) -> None:
+    """`keel data add data`: the tables go to the content-addressed cache and a small pointer
+    file (data.keel) goes to git; every run below records the version it trained on."""
+    from keel.data import add
 
     add(project, ["data"])
     _commit(project.root, "data.keel .gitignore", "Version the demo data")
-    version = resolve("data", project=project)
-    return {"ref": version.sha256, "path": "data", "files": version.files, "size": version.size}
 
 
 def _commit(directory: Path, paths: str, message: str) -> None:
