@@ -296,9 +296,15 @@ def test_reproduce_mode_accepts_a_past_feature_version(project: Project) -> None
 
 def test_data_rev_reads_the_entities_at_a_revision(project: Project) -> None:
     from keel.data import add
+    from keel.tracking.query import get_run
+
+    def training_inputs(run_id: str) -> dict[str, str]:
+        inputs = get_run(project, run_id).inputs
+        return {i.kind + ":" + (i.name or ""): i.ref for i in inputs if i.kind != "feature_view"}
 
     first = git(project.root, "rev-parse", "HEAD")
-    old_sha = train("fraud-lgbm", project=project, register=False).record["entities_sha256"]
+    before = train("fraud-lgbm", project=project, register=False)
+    old_sha = before.record["entities_sha256"]
     transactions(2500, seed=2).to_parquet(project.root / "data/transactions.parquet", index=False)
     add(project, ["data/transactions.parquet"])
     git(project.root, "commit", "-qam", "More data")
@@ -306,8 +312,11 @@ def test_data_rev_reads_the_entities_at_a_revision(project: Project) -> None:
     assert at_rev.record["entities_sha256"] == old_sha
     assert at_rev.record["data_rev"] == first
     assert at_rev.record["train_rows"] + at_rev.record["valid_rows"] == 2000
+    # The feature views read their dataset at that revision too: the same training set.
+    assert training_inputs(at_rev.run_id) == training_inputs(before.run_id)
     now = train("fraud-lgbm", project=project, register=False)
     assert now.record["entities_sha256"] != old_sha
+    assert training_inputs(now.run_id) != training_inputs(before.run_id)
 
 
 def test_bad_input_fails_before_any_run(project: Project) -> None:

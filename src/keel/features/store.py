@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInputError
@@ -56,6 +57,7 @@ class FeatureStore:
         engine: OfflineEngine | None = None,
         log_served: bool | None = None,
         require_current: bool = True,
+        data_rev: str | None = None,
     ) -> None:
         if project is None:
             from keel.project import Project
@@ -67,6 +69,9 @@ class FeatureStore:
         # False: definitions may be any version ever registered (to rebuild an old training
         # set from old code), not only the current one.
         self._require_current = require_current
+        # Training sets read dataset sources (keel data) as they were at this git revision.
+        self.data_rev = data_rev
+        self._exports: Any = None  # a TemporaryDirectory holding those versions, made on use
         self._lookups: dict[tuple[Any, ...], Any] = {}  # compiled online lookups
         # Read on every online lookup, so a plain attribute rather than a config walk.
         self._log_served = (
@@ -262,7 +267,35 @@ class FeatureStore:
 
         return load_checked_model(self, ref)
 
+    def dataset_at_rev(self, path: str) -> str:
+        """A local Parquet file holding dataset ``path`` as it was at ``data_rev`` (its
+        verified bytes from the cache or the remote, exported once)."""
+        import shutil
+        import tempfile
+
+        from keel.data.api import open as open_data
+
+        if self._exports is None:
+            self._exports = tempfile.TemporaryDirectory(prefix="keel-rev-")
+        target = Path(self._exports.name) / (path.replace("/", "__") + ".parquet")
+        if not target.exists():
+            try:
+                with (
+                    open_data(path, self.data_rev, project=self.project) as source,
+                    target.open("wb") as out,
+                ):
+                    shutil.copyfileobj(source, out, 1 << 20)
+            except InvalidInputError as exc:
+                raise InvalidInputError(
+                    f"dataset {path!r} cannot be read at revision {self.data_rev!r} ({exc}); "
+                    "--data-rev reads dataset sources that are single Parquet files"
+                ) from exc
+        return str(target)
+
     def close(self) -> None:
+        if self._exports is not None:
+            self._exports.cleanup()
+            self._exports = None
         if "served_log" in self.__dict__:
             self.served_log.close()
             del self.__dict__["served_log"]

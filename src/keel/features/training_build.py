@@ -13,7 +13,7 @@ from keel.errors import InvalidInputError
 from keel.features.training import TrainingSet, fingerprint_of
 
 if TYPE_CHECKING:
-    from keel.features.offline.spec import TableLike, ViewInput
+    from keel.features.offline.spec import JoinRequest, TableLike, ViewInput
     from keel.features.selection import Selection
     from keel.features.store import FeatureStore
 
@@ -51,11 +51,26 @@ def build_training_set(
     datasets = _dataset_versions(store, list(selection.views))
     return TrainingSet(
         table,
-        fingerprint_of(request, versions, datasets),
+        fingerprint_of(_portable(store, request), versions, datasets),
         versions,
         datasets,
         tuple(outputs),
     )
+
+
+def _portable(store: FeatureStore, request: JoinRequest) -> JoinRequest:
+    """``request`` with each file source named as its definition names it (a project-relative
+    path or a URL), so the fingerprint does not depend on where the project is checked out:
+    the same training set rebuilt in a worktree, or from a revision, gets the same one."""
+    from keel.features.sources import DatasetSource, ParquetSource
+
+    views = []
+    for view in request.views:
+        source = store.view(view.name).source
+        if isinstance(source, DatasetSource | ParquetSource):
+            view = dataclasses.replace(view, source=f"{source.kind}:{source.path}")
+        views.append(view)
+    return dataclasses.replace(request, views=tuple(views))
 
 
 def _output_name(request: object, owner: str, name: str) -> str:
@@ -65,8 +80,13 @@ def _output_name(request: object, owner: str, name: str) -> str:
 
 def _view_input(store: FeatureStore, name: str, names: tuple[str, ...]) -> ViewInput:
     from keel.features.registry import to_view_input
+    from keel.features.sources import DatasetSource
 
-    full = to_view_input(store.view(name), store.project)
+    view = store.view(name)
+    if store.data_rev is not None and isinstance(view.source, DatasetSource):
+        full = to_view_input(view, store.project, source=store.dataset_at_rev(view.source.path))
+    else:
+        full = to_view_input(view, store.project)
     wanted = set(names)
     return dataclasses.replace(
         full,
@@ -109,5 +129,12 @@ def _dataset_versions(store: FeatureStore, views: list[str]) -> dict[str, str]:
     for name in views:
         source = store.view(name).source
         if isinstance(source, DatasetSource):
-            out[source.path] = source.version(store.project)
+            if store.data_rev is not None:
+                from keel.data.api import resolve
+
+                out[source.path] = resolve(
+                    source.path, store.data_rev, project=store.project
+                ).sha256
+            else:
+                out[source.path] = source.version(store.project)
     return out

@@ -116,7 +116,7 @@ def train(
     from keel.training.seeding import seed_everything
 
     seed_everything(seed)  # validates the seed before any work
-    store = FeatureStore(project, require_current=not reproduce)
+    store = FeatureStore(project, require_current=not reproduce, data_rev=data_rev)
     try:
         store.select(**prepared.trainer.feature_request)  # definitions registered, refs known
         return _run(
