@@ -11,6 +11,7 @@ import typer
 from keel.cli import (
     data,
     demo,
+    deploy,
     features,
     features_skew,
     features_store,
@@ -46,6 +47,7 @@ lineage.register(app)
 training.register(app)
 reproduce.register(app)
 serve.register(app)
+deploy.register(app)
 
 
 @app.callback()

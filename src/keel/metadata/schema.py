@@ -263,3 +263,31 @@ feature_materializations = Table(
     Column("author", String(256), nullable=True),
     Index("ix_feature_materializations_view", "view", "finished_at"),
 )
+
+# The deployment in force on each endpoint; ``version`` grows by one on every change, so a
+# reader can tell whether what it holds is current.
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("endpoint", String(256), primary_key=True),
+    Column("spec", JSON, nullable=False),  # keel.deploy.spec.DeploymentSpec.to_dict()
+    Column("version", Integer, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Every deployment change (append-only), with the spec in force after it: the answer to
+# "what served this endpoint at time T".
+deployment_events = Table(
+    "deployment_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint", String(256), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("author", String(256), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("action", String(32), nullable=False),
+    Column("spec", JSON, nullable=False),
+    UniqueConstraint("endpoint", "version"),
+    Index("ix_deployment_events_endpoint_at", "endpoint", "at"),
+)
