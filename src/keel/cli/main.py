@@ -16,6 +16,7 @@ from keel.cli import (
     features_skew,
     features_store,
     lineage,
+    loadtest,
     models,
     project_cmds,
     reproduce,
@@ -47,6 +48,7 @@ lineage.register(app)
 training.register(app)
 reproduce.register(app)
 serve.register(app)
+loadtest.register(app)
 deploy.register(app)
 
 
