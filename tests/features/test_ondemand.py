@@ -436,3 +436,14 @@ def test_version_follows_the_function_body_not_the_owner(tmp_path: Path) -> None
         ["v:x"],
         "scaled",
     )
+
+
+def test_timestamps_sent_as_iso_text_are_read_online() -> None:
+    from keel.features.ondemand_values import _micros
+
+    assert _micros("2026-03-01T12:00:00+00:00")[0] == np.datetime64("2026-03-01T12:00:00", "us")
+    assert _micros("2026-03-01T13:00:00+01:00")[0] == np.datetime64("2026-03-01T12:00:00", "us")
+    with pytest.raises(InvalidInputError, match="naive"):
+        _micros("2026-03-01T12:00:00")
+    with pytest.raises(InvalidInputError, match="not ISO 8601"):
+        _micros("yesterday")

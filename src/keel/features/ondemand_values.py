@@ -45,6 +45,13 @@ def _obj(value: Any) -> Any:
 
 
 def _micros(value: Any) -> Any:
+    if isinstance(value, str):  # a timestamp sent as JSON text: ISO 8601 with its offset
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidInputError(
+                f"timestamp {value!r} is not ISO 8601; send e.g. 2026-03-01T12:00:00+00:00"
+            ) from None
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise InvalidInputError(
