@@ -4,15 +4,16 @@
 #   bash bench/run.sh [registry] [--only metrics|models|search|startup] [--quick] [--mlflow-runs N]
 #   bash bench/run.sh data [--quick] [--repeats N] [--only keel|dvc]
 #   bash bench/run.sh features [--quick|--tiny] [--only training|materialize|online|startup]
+#   bash bench/run.sh serving [--seconds 10] [--workers 2] [--rows 50000]
 # The other tool runs in its own virtual environment (.bench/<tool>-venv: mlflow, dvc, feast),
 # built from bench/requirements-<tool>.txt once and rebuilt only when that file changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-declare -A other_tool=([registry]=mlflow [data]=dvc [features]=feast)
+declare -A other_tool=([registry]=mlflow [data]=dvc [features]=feast [serving]=mlflow)
 
 if [[ $# -eq 0 ]]; then
-  suites=(registry data features)
+  suites=(registry data features serving)
 elif [[ $1 != -* ]]; then
   suites=("$1")
   shift
