@@ -108,6 +108,10 @@ class ServingConfig(_Section):
     # Append-only segments of every prediction, compacted to Parquet by endpoint and date.
     prediction_log: str = ".keel/predictions"
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    # How often each server re-reads `keel deploy` state, so replicas agree within this time.
+    refresh_s: float = Field(default=5.0, gt=0)
+    # Requests copied to a shadow candidate wait here; when full, copies are dropped (counted).
+    shadow_queue_size: int = Field(default=1000, ge=1)
     # Keys for predictions and, separately, for deployment changes: "sha256:<hex>" (see
     # keel.serving.auth.hash_api_key) or plain; none configured: the server is open.
     api_keys: list[str] = Field(default_factory=list)
@@ -184,6 +188,8 @@ serving:
   workers: 1
   prediction_log: .keel/predictions   # every prediction, before its response is sent
   max_request_bytes: 1048576
+  refresh_s: 5.0            # re-read `keel deploy` state this often
+  shadow_queue_size: 1000   # shadow copies waiting; more are dropped and counted
   api_keys: []      # "sha256:<hex>" of each prediction key (keel.serving.auth.hash_api_key)
   admin_keys: []    # the same for deployment changes
   # endpoints:

@@ -20,11 +20,12 @@ loading or when a store is down. Every request is logged as one JSON line on the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
@@ -38,6 +39,8 @@ from keel.serving.endpoints import EndpointRegistry
 from keel.serving.metrics import ServerMetrics
 from keel.serving.middleware import AccessLogMiddleware, SizeLimitMiddleware
 from keel.serving.predict import PredictionSink, Predictor, status_for
+from keel.serving.router import DEFAULT_REFRESH_S, Router
+from keel.serving.shadow import DEFAULT_QUEUE_SIZE, ShadowQueue
 
 if TYPE_CHECKING:
     from keel.config import EndpointConfig
@@ -52,11 +55,18 @@ def create_app(
     endpoints: Mapping[str, EndpointConfig] | None = None,
     log: PredictionSink | None = None,
     api_keys: ApiKeys | None = None,
+    refresh_s: float | None = None,
+    shadow_queue_size: int | None = None,
 ) -> FastAPI:
     """The model server of ``project`` for ``endpoints`` (default: ``serving.endpoints``),
     writing every prediction to ``log`` (default: the project's prediction log at
     ``serving.prediction_log``), requiring ``api_keys`` (default: ``serving.api_keys`` and
     ``serving.admin_keys``; none configured: open, see keel.serving.auth).
+
+    Each endpoint serves its `keel deploy` state when it has one, re-read every ``refresh_s``
+    seconds (default: ``serving.refresh_s``, else 5); a shadow candidate's copies wait in a
+    queue of ``shadow_queue_size`` requests (default: ``serving.shadow_queue_size``, else
+    1000), beyond which they are dropped (keel.serving.router, keel.serving.shadow).
 
     >>> app = create_app(project, endpoints={"fraud": EndpointConfig(model="fraud@1")})
     ... # doctest: +SKIP
@@ -65,7 +75,15 @@ def create_app(
 
     registry = EndpointRegistry.from_config(project, endpoints)
     metrics = ServerMetrics()
-    predictor = Predictor(registry, log, metrics)
+    serving = project.config.serving
+    # Read leniently, like the keys: the serving section may not declare these settings.
+    if refresh_s is None:
+        refresh_s = float(getattr(serving, "refresh_s", None) or DEFAULT_REFRESH_S)
+    if shadow_queue_size is None:
+        shadow_queue_size = int(getattr(serving, "shadow_queue_size", None) or DEFAULT_QUEUE_SIZE)
+    router = Router(registry, refresh_s=refresh_s)
+    shadow = ShadowQueue(log, metrics, size=shadow_queue_size)
+    predictor = Predictor(registry, log, metrics, router=router, shadow=shadow)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,15 +93,22 @@ def create_app(
         folder = project.root / project.config.serving.prediction_log
         if predictor.log is None:
             predictor.log = _default_log(project)
+        shadow.log = predictor.log
         app.state.feedback = FeedbackLog(folder)
         # Sealed segments become Parquet in the background, off the request path.
         compactor = Compactor(folder, interval_s=60.0)
         compactor.start()
-        registry.load()
+        router.load()
+        shadow.start()
+        refresher = asyncio.create_task(router.run())
         logger.info("serving endpoints %s", sorted(registry.endpoints))
         try:
             yield
         finally:
+            refresher.cancel()
+            with suppress(asyncio.CancelledError):
+                await refresher
+            shadow.stop()
             compactor.stop()
             registry.close()
             app.state.feedback.close()

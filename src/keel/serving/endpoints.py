@@ -49,7 +49,8 @@ class Endpoint:
     ``columns`` are the model's input columns in signature order (None: the model has no
     column signature); ``inputs`` are the fields a client sends per row; ``output`` says what
     a prediction is: ``"probability"`` (of the positive class, for a binary classifier with
-    ``predict_proba``) or ``"prediction"`` (``predict``'s value).
+    ``predict_proba``) or ``"prediction"`` (``predict``'s value); ``keys`` are the feature
+    service's entity join keys, which identify a row's unit for traffic splitting.
     """
 
     name: str
@@ -61,6 +62,7 @@ class Endpoint:
     inputs: list[InputField]
     output: str
     store: FeatureStore | None = field(default=None, repr=False)
+    keys: list[str] = field(default_factory=list)
 
 
 def parse_endpoint_spec(spec: str) -> tuple[str, EndpointConfig]:
@@ -110,7 +112,7 @@ class EndpointRegistry:
     def load(self) -> None:
         """Resolve and load every endpoint's model (artifact hashes verified on read)."""
         for name, config in self.configs.items():
-            self.endpoints[name] = self._load_one(name, config)
+            self.endpoints[name] = self.load_endpoint(name, config)
         self.ready = True
 
     def get(self, name: str) -> Endpoint:
@@ -136,7 +138,9 @@ class EndpointRegistry:
             self._store = FeatureStore(self.project)
         return self._store
 
-    def _load_one(self, name: str, config: EndpointConfig) -> Endpoint:
+    def load_endpoint(self, name: str, config: EndpointConfig) -> Endpoint:
+        """Load ``config``'s model for endpoint ``name`` without registering it (the router
+        loads every variant of a deployment this way)."""
         from keel.registry.versions import get_model_version, load_model
 
         version = get_model_version(self.project, config.model)
@@ -157,6 +161,7 @@ class EndpointRegistry:
             inputs=_request_inputs(store, config.features, columns),
             output=_output_kind(model),
             store=store,
+            keys=_entity_keys(store, config.features),
         )
 
 
@@ -188,6 +193,15 @@ def _request_inputs(
         if column.name not in computed:
             out.setdefault(column.name, column)
     return list(out.values())
+
+
+def _entity_keys(store: FeatureStore | None, service: str | None) -> list[str]:
+    if store is None or service is None:
+        return []
+    keys: dict[str, None] = {}
+    for view_name in store.select(service=service).views:
+        keys.update(dict.fromkeys(store.view(view_name).entity.join_keys))
+    return list(keys)
 
 
 def _logical(dtype: str) -> str:

@@ -6,7 +6,11 @@ input). The answer gives a prediction and a request id per row, in order:
 
     POST /v1/endpoints/fraud/predict  {"rows": [{"user_id": 7, "amount": 12.5}]}
     200 {"predictions": [0.91], "model_version": 3, "variant": "primary",
-         "request_ids": ["5f0c..."]}
+         "request_ids": ["5f0c..."], "variants": ["primary"], "model_versions": [3]}
+
+Under a canary or an A/B test the rows of a batch may be answered by different variants:
+``variants`` and ``model_versions`` give each row's; ``variant`` and ``model_version`` are
+the first row's.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class PredictResponse(BaseModel):
     model_version: int
     variant: str
     request_ids: list[str]
+    variants: list[str]
+    model_versions: list[int]
 
 
 @router.post("/v1/endpoints/{name}/predict", response_model=PredictResponse)
@@ -56,6 +62,8 @@ async def predict(name: str, body: PredictRequest, request: Request) -> dict[str
         "model_version": served.model_version,
         "variant": served.variant,
         "request_ids": served.request_ids,
+        "variants": served.variants,
+        "model_versions": served.model_versions,
     }
 
 

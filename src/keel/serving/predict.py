@@ -3,9 +3,11 @@
 For each request: the entity rows (join keys plus request fields) go through the endpoint's
 feature service (online store plus on-demand functions, the code used for training); the model
 input is assembled in the signature's column order from the features and the rows' own fields;
-the model predicts. A binary classifier that has ``predict_proba`` answers with the probability
-of its positive class (``predict_proba(X)[:, 1]``); any other model with ``predict(X)``. Every
-row gets a request id and a prediction-log record, written before the response is returned.
+the model predicts. Each row is answered by its unit's variant of the endpoint's deployment
+(keel.serving.router); a shadow candidate gets a copy (keel.serving.shadow). A binary
+classifier that has ``predict_proba`` answers with the probability of its positive class
+(``predict_proba(X)[:, 1]``); any other model with ``predict(X)``. Every row gets a request
+id and a prediction-log record, written before the response is returned.
 
     predictor = Predictor(registry, log, ServerMetrics())
     served = predictor.predict("fraud", [{"user_id": 7, "amount": 12.5}])
@@ -29,10 +31,14 @@ from keel.errors import (
     StateError,
     StoreError,
 )
+from keel.serving.router import split
+from keel.serving.shadow import ShadowJob
 
 if TYPE_CHECKING:
     from keel.serving.endpoints import Endpoint, EndpointRegistry
     from keel.serving.metrics import ServerMetrics
+    from keel.serving.router import Router
+    from keel.serving.shadow import ShadowQueue
 
 MAX_ROWS = 10_000
 PRIMARY = "primary"
@@ -46,12 +52,19 @@ class PredictionSink(Protocol):
 
 @dataclass(frozen=True)
 class Served:
-    """The answer to one request: a prediction and a request id per row."""
+    """The answer to one request: a prediction, a request id, a variant and the model version
+    that answered, per row. ``endpoint`` is the first row's model, for the protocols that
+    answer with one model only."""
 
     endpoint: Endpoint
     predictions: list[Any]
     request_ids: list[str]
-    variant: str = PRIMARY
+    variants: list[str]
+    model_versions: list[int]
+
+    @property
+    def variant(self) -> str:
+        return self.variants[0] if self.variants else PRIMARY
 
     @property
     def model_version(self) -> int:
@@ -115,62 +128,111 @@ def check_types(endpoint: Endpoint, rows: list[dict[str, Any]]) -> list[dict[str
 
 
 class Predictor:
-    """Runs requests against a registry's endpoints, logging and measuring each one."""
+    """Runs requests against a registry's endpoints, routed by their deployments (see
+    keel.serving.router), logging and measuring each one; shadow copies go to ``shadow``."""
 
     def __init__(
-        self, registry: EndpointRegistry, log: PredictionSink | None, metrics: ServerMetrics
+        self,
+        registry: EndpointRegistry,
+        log: PredictionSink | None,
+        metrics: ServerMetrics,
+        *,
+        router: Router | None = None,
+        shadow: ShadowQueue | None = None,
     ) -> None:
+        from keel.serving.router import Router
+
         self.registry = registry
         self.log = log
         self.metrics = metrics
+        self.router = Router(registry) if router is None else router
+        self.shadow = shadow
 
     def predict(self, name: str, rows: object) -> Served:
-        """Predict every row for endpoint ``name``; KeelError subclasses for bad input."""
-        endpoint = self.registry.get(name)
-        labels = (endpoint.name, PRIMARY, str(endpoint.version.version))
+        """Predict every row for endpoint ``name``; KeelError subclasses for bad input.
+
+        Each row goes to its unit's variant, so a batch may be answered by several models.
+        """
+        route = self.router.route(name)
         start_ns = time.perf_counter_ns()
         time_us = time.time_ns() // 1000
         try:
-            checked = check_types(endpoint, check_rows(rows))
-            inputs, predictions, lookup_s, model_s = compute(endpoint, checked)
+            checked = check_rows(rows)
         except KeelError as exc:
-            self._failed(endpoint, labels, exc, time_us, start_ns)
+            self._failed(route.primary, PRIMARY, exc, time_us, start_ns)
             raise
-        ids = [uuid.uuid4().hex for _ in predictions]
+        ids = [uuid.uuid4().hex for _ in checked]
+        variants = route.assign(checked, ids)
+        predictions: list[Any] = [None] * len(checked)
+        inputs: list[dict[str, Any]] = [{}] * len(checked)
+        timings: dict[str, tuple[float, float]] = {}
+        primary_features: dict[str, list[Any]] = {}
+        for variant, positions in split(variants).items():
+            endpoint = route.models[variant]
+            part = [checked[i] for i in positions]
+            try:
+                check_types(endpoint, part)
+                features, lookup_s = lookup(endpoint, part)
+                part_inputs, part_predictions, model_s = predict_rows(endpoint, part, features)
+            except KeelError as exc:
+                self._failed(endpoint, variant, exc, time_us, start_ns)
+                raise
+            if variant == PRIMARY:
+                primary_features = features
+            timings[variant] = (lookup_s, model_s)
+            for j, i in enumerate(positions):
+                inputs[i], predictions[i] = part_inputs[j], part_predictions[j]
         latency_us = (time.perf_counter_ns() - start_ns) // 1000
+        models = [route.models[v] for v in variants]
         if self.log is not None:
-            for request_id, features, prediction in zip(ids, inputs, predictions, strict=True):
-                self.log.append(
-                    _record(endpoint, request_id, time_us, features, prediction, latency_us, 200)
-                )
-        self.metrics.requests.labels(*labels, "ok").inc()
-        self.metrics.predictions.labels(*labels).inc(len(predictions))
-        self.metrics.lookup_time.labels(*labels).observe(lookup_s)
-        self.metrics.model_time.labels(*labels).observe(model_s)
-        self.metrics.latency.labels(*labels).observe((time.perf_counter_ns() - start_ns) / 1e9)
-        return Served(endpoint, predictions, ids)
+            answered = zip(models, variants, ids, inputs, predictions, strict=True)
+            for model, variant, request_id, features, prediction in answered:
+                record = (request_id, time_us, features, prediction, latency_us, 200)
+                self.log.append(log_record(model, variant, *record))
+        self._measure(route.models, variants, timings, start_ns)
+        candidate = route.shadow
+        if candidate is not None and self.shadow is not None:
+            # After the log write and off the response path: the shadow never delays it.
+            self.shadow.submit(ShadowJob(candidate, checked, primary_features, ids, time_us))
+        versions = [m.version.version for m in models]
+        return Served(models[0], predictions, ids, variants, versions)
+
+    def _measure(
+        self,
+        models: Mapping[str, Endpoint],
+        variants: list[str],
+        timings: Mapping[str, tuple[float, float]],
+        start_ns: int,
+    ) -> None:
+        elapsed_s = (time.perf_counter_ns() - start_ns) / 1e9
+        for variant, (lookup_s, model_s) in timings.items():
+            endpoint = models[variant]
+            labels = (endpoint.name, variant, str(endpoint.version.version))
+            self.metrics.requests.labels(*labels, "ok").inc()
+            self.metrics.predictions.labels(*labels).inc(variants.count(variant))
+            self.metrics.lookup_time.labels(*labels).observe(lookup_s)
+            self.metrics.model_time.labels(*labels).observe(model_s)
+            self.metrics.latency.labels(*labels).observe(elapsed_s)
 
     def _failed(
-        self,
-        endpoint: Endpoint,
-        labels: tuple[str, str, str],
-        exc: KeelError,
-        time_us: int,
-        start_ns: int,
+        self, endpoint: Endpoint, variant: str, exc: KeelError, time_us: int, start_ns: int
     ) -> None:
         latency_us = (time.perf_counter_ns() - start_ns) // 1000
         status = status_for(exc)
+        labels = (endpoint.name, variant, str(endpoint.version.version))
         if self.log is not None:
-            record = _record(endpoint, uuid.uuid4().hex, time_us, {}, None, latency_us, status)
-            self.log.append(record)
+            request_id = uuid.uuid4().hex
+            self.log.append(
+                log_record(endpoint, variant, request_id, time_us, {}, None, latency_us, status)
+            )
         self.metrics.requests.labels(*labels, "error").inc()
         self.metrics.errors.labels(*labels, str(status)).inc()
 
 
-def compute(
+def lookup(
     endpoint: Endpoint, rows: Sequence[Mapping[str, Any]]
-) -> tuple[list[dict[str, Any]], list[Any], float, float]:
-    """Per row: the model input and the prediction; and the lookup and model times (s)."""
+) -> tuple[dict[str, list[Any]], float]:
+    """The online features of ``rows`` as columns (none without a service), and the time (s)."""
     started = time.perf_counter()
     features: dict[str, list[Any]] = {}
     if endpoint.store is not None and endpoint.features is not None:
@@ -183,13 +245,19 @@ def compute(
                 f"send the inputs {[f.name for f in endpoint.inputs]} with their types"
             ) from exc
         features = {name: result.columns[name] for name in result.sources}
-    looked_up = time.perf_counter()
+    return features, time.perf_counter() - started
+
+
+def predict_rows(
+    endpoint: Endpoint, rows: Sequence[Mapping[str, Any]], features: Mapping[str, list[Any]]
+) -> tuple[list[dict[str, Any]], list[Any], float]:
+    """Per row: the model input and the prediction; and the model time (s)."""
+    started = time.perf_counter()
     columns = model_columns(endpoint, rows, features)
     predictions = run_model(endpoint, columns, len(rows))
-    finished = time.perf_counter()
     names = list(columns)
     inputs = [{n: columns[n][i] for n in names} for i in range(len(rows))]
-    return inputs, predictions, looked_up - started, finished - looked_up
+    return inputs, predictions, time.perf_counter() - started
 
 
 def model_columns(
@@ -249,8 +317,9 @@ def _row_fields(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(rows[0]) if rows else []
 
 
-def _record(
+def log_record(
     endpoint: Endpoint,
+    variant: str,
     request_id: str,
     time_us: int,
     features: dict[str, Any],
@@ -262,7 +331,7 @@ def _record(
         "request_id": request_id,
         "time_us": time_us,
         "endpoint": endpoint.name,
-        "variant": PRIMARY,
+        "variant": variant,
         "model": endpoint.version.name,
         "model_version": endpoint.version.version,
         "features": features,

@@ -1,0 +1,162 @@
+"""Shadow traffic: the candidate's predictions are logged under the same request ids, off the
+response path; a full queue drops and counts copies; a failing candidate changes nothing for
+the client."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from keel.deploy.state import deploy, start_shadow
+from keel.errors import InvalidInputError
+from keel.serving.endpoints import Endpoint
+from keel.serving.metrics import ServerMetrics
+from keel.serving.predlog import read_predictions
+from keel.serving.shadow import ShadowJob, ShadowQueue
+from tests.serving.test_router import Client, Models, predict, predictor, rows_for, serve
+from tests.serving.test_router import models as models  # the module fixture, re-exported
+
+
+def shadow_of(client: Client) -> ShadowQueue:
+    queue = predictor(client).shadow
+    assert queue is not None
+    return queue
+
+
+def by_variant(client: Client, request_ids: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    folder = client.app.state.predictor.log.folder
+    wanted = set(request_ids)
+    return {
+        (row["request_id"], row["variant"]): row
+        for row in read_predictions(folder).to_pylist()
+        if row["request_id"] in wanted
+    }
+
+
+def dropped(client: Client, endpoint: str) -> float:
+    text = client.get("/metrics").text
+    found = re.search(rf'keel_shadow_dropped_total{{endpoint="{endpoint}"}} (\S+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.fixture
+def shadowed(models: Models) -> Iterator[Client]:
+    deploy(models.project, "shadowed", "plain@1", reason="test")
+    start_shadow(models.project, "shadowed", "plain@2", reason="compare v2")
+    with serve(models.project, ["shadowed"]) as client:
+        yield client
+
+
+def test_shadow_predictions_are_logged_under_the_same_request_ids(
+    shadowed: Client, models: Models
+) -> None:
+    rows = rows_for([f"u{i}" for i in range(30)])
+    ids: list[str] = []
+    for start in range(0, 30, 10):
+        body = predict(shadowed, "shadowed", rows[start : start + 10])
+        assert body["variants"] == ["primary"] * 10
+        assert body["model_versions"] == [1] * 10
+        part = rows[start : start + 10]
+        expected = [models.expected(1, r["a"], r["b"]) for r in part]
+        assert body["predictions"] == pytest.approx(expected)
+        ids += body["request_ids"]
+    shadow_of(shadowed).join()
+    records = by_variant(shadowed, ids)
+    assert len(records) == 2 * len(ids)
+    for request_id, row in zip(ids, rows, strict=True):
+        primary, copy = records[request_id, "primary"], records[request_id, "shadow"]
+        assert (primary["model_version"], copy["model_version"]) == (1, 2)
+        assert copy["status"] == 200
+        assert copy["prediction"] == pytest.approx(models.expected(2, row["a"], row["b"]))
+    assert dropped(shadowed, "shadowed") == 0
+
+
+class Exploding:
+    """A model that fails the way a broken candidate would."""
+
+    def predict_proba(self, data: object) -> Any:
+        raise RuntimeError("candidate crashed")
+
+
+class Blocking:
+    """A model that holds the shadow worker until released."""
+
+    def __init__(self, release: threading.Event, real: Any) -> None:
+        self.release = release
+        self.real = real
+
+    def predict_proba(self, data: object) -> Any:
+        self.release.wait(30)
+        return self.real.predict_proba(data)
+
+
+def test_a_crashing_candidate_never_affects_responses(shadowed: Client, models: Models) -> None:
+    candidate = predictor(shadowed).router.route("shadowed").shadow
+    assert candidate is not None
+    candidate.model = cast(Any, Exploding())
+    rows = rows_for(["x", "y", "z"])
+    body = predict(shadowed, "shadowed", rows)
+    assert body["predictions"] == pytest.approx([models.expected(1, r["a"], r["b"]) for r in rows])
+    shadow_of(shadowed).join()
+    records = by_variant(shadowed, body["request_ids"])
+    assert [records[i, "shadow"]["status"] for i in body["request_ids"]] == [500] * 3
+    assert all(records[i, "shadow"]["prediction"] is None for i in body["request_ids"])
+    # The worker survived: a later copy is still predicted (and fails again, still logged).
+    again = predict(shadowed, "shadowed", rows[:1])
+    shadow_of(shadowed).join()
+    assert by_variant(shadowed, again["request_ids"])[again["request_ids"][0], "shadow"]
+
+
+def test_a_candidate_with_other_inputs_is_logged_as_refused(models: Models) -> None:
+    deploy(models.project, "mismatch", "plain@1", reason="test")
+    start_shadow(models.project, "mismatch", "plain@3", reason="needs column c")
+    with serve(models.project, ["mismatch"]) as client:
+        rows = rows_for(["p", "q"])
+        body = predict(client, "mismatch", rows)
+        assert body["model_versions"] == [1, 1]
+        shadow_of(client).join()
+        records = by_variant(client, body["request_ids"])
+    assert [records[i, "shadow"]["status"] for i in body["request_ids"]] == [422, 422]
+
+
+def test_a_full_queue_drops_and_counts_and_never_blocks_responses(models: Models) -> None:
+    deploy(models.project, "tiny", "plain@1", reason="test")
+    start_shadow(models.project, "tiny", "plain@2", reason="load")
+    release = threading.Event()
+    with serve(models.project, ["tiny"], shadow_queue_size=1) as client:
+        candidate = predictor(client).router.route("tiny").shadow
+        assert candidate is not None
+        candidate.model = cast(Any, Blocking(release, models.second))
+        ids = []
+        for i in range(8):
+            # Answered while the worker is stuck: responses never wait for the shadow.
+            ids += predict(client, "tiny", rows_for([f"t{i}"]))["request_ids"]
+        lost = dropped(client, "tiny")
+        assert 6 <= lost <= 7  # at most one copy in the worker and one in the queue
+        release.set()
+        shadow_of(client).join()
+        records = by_variant(client, ids)
+    shadow_ids = {request_id for request_id, variant in records if variant == "shadow"}
+    assert len(shadow_ids) == 8 - lost
+    assert sum(variant == "primary" for _, variant in records) == 8
+
+
+def test_the_queue_alone_drops_beyond_its_size() -> None:
+    metrics = ServerMetrics()
+    queue = ShadowQueue(None, metrics, size=3)  # not started: nothing is consumed
+    candidate = cast(Endpoint, SimpleNamespace(name="ep"))
+    job = ShadowJob(candidate, [{"a": 1}], {}, ["r"], 0)
+    assert [queue.submit(job) for _ in range(10)] == [True] * 3 + [False] * 7
+    text = metrics.render()[0].decode()
+    assert 'keel_shadow_dropped_total{endpoint="ep"} 7.0' in text
+
+
+@pytest.mark.parametrize("size", [0, -1, True, 2.5])
+def test_a_bad_queue_size_is_refused(size: Any) -> None:
+    with pytest.raises(InvalidInputError, match="whole number"):
+        ShadowQueue(None, ServerMetrics(), size=size)
