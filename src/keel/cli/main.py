@@ -12,6 +12,7 @@ from keel.cli import (
     data,
     demo,
     deploy,
+    deploy_control,
     features,
     features_skew,
     features_store,
@@ -50,6 +51,7 @@ reproduce.register(app)
 serve.register(app)
 loadtest.register(app)
 deploy.register(app)
+deploy_control.register(deploy.app)
 
 
 @app.callback()
