@@ -32,7 +32,7 @@ def test_demo_trains_registers_and_promotes(
     assert champion.state == "approved"
     assert {champion.version, challenger.version} == {1, 2}
     runs = {r.id: r for r in keel.search_runs("experiment = 'fraud-demo'", project=project)}
-    assert len(runs) == 2
+    assert len(runs) == 3  # logreg, LightGBM, and the retrained candidate of the canary
     assert {r.params["model"] for r in runs.values()} == {"logreg", "lightgbm"}
     assert (
         runs[champion.run_id or ""].metrics["auc"] >= runs[challenger.run_id or ""].metrics["auc"]
@@ -54,7 +54,20 @@ def test_demo_trains_registers_and_promotes(
         assert len(trail.training_sets) == 1
     assert (directory / "data.keel").is_file()
     users = keel.models_using(dataset=data_version, project=project)
-    assert sorted(v.version for v in users) == [1, 2]
+    assert sorted(v.version for v in users) == [1, 2, 3]
+
+    # Served through the model server: the challenger in shadow on every replayed request,
+    # then a canary of fraud@3 decided by the controller (promoted, or rolled back with the
+    # failing gate named when the machine is too loaded for the latency gate).
+    from keel.deploy.history import history
+    from keel.deploy.report import report
+
+    actions = [e.action for e in history(project, "fraud")]
+    assert actions[:3] == ["deploy", "start_shadow", "start_canary"]
+    assert actions[-1] in ("promote", "advance", "rollback")
+    shadow = report(project, "fraud", strategy="shadow").shadow
+    assert shadow is not None
+    assert shadow.pairs == 300
     # The online store holds exactly the feature versions the champion was trained on.
     from keel.features.store import FeatureStore
 

@@ -133,6 +133,7 @@ def _feature_store_summary(result: DemoResult) -> None:
     console.print(
         f"{verdict}; {serving.materialized_rows:,} source rows materialized into the online store."
     )
+    _deployment_summary(result)
     from keel.cli.reproduce import print_report
 
     console.print(f"Reproduction of {MODEL_NAME}@champion (keel reproduce {MODEL_NAME}@champion):")
@@ -141,3 +142,26 @@ def _feature_store_summary(result: DemoResult) -> None:
 
 def _short(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _deployment_summary(result: DemoResult) -> None:
+    from keel.cli.deploy import print_history
+    from keel.cli.deploy_control import print_report
+    from keel.cli.output import console, print_table
+    from keel.demo.deployment import ENDPOINT
+
+    deployment = result.deployment
+    console.print(
+        f"Served {deployment.requests} replayed requests in-process through the model server "
+        f"(keel serve); the challenger ran in shadow (keel deploy report {ENDPOINT}):"
+    )
+    print_report(deployment.shadow)
+    print_table(
+        f"Canary ramp of a retrained model, 1 s holds (keel deploy tick {ENDPOINT})",
+        ["tick", "action", "share", "message"],
+        [
+            (i + 1, t.action, "" if t.percent is None else f"{t.percent:g} %", t.message)
+            for i, t in enumerate(deployment.ticks)
+        ],
+    )
+    print_history(ENDPOINT, deployment.history)

@@ -155,7 +155,7 @@ def history_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show every change of ENDPOINT's deployment, or (--at) what served it at a time."""
-    from keel.cli.output import print_json, print_table
+    from keel.cli.output import print_json
     from keel.deploy.history import history, served_at
 
     if at is not None:
@@ -174,6 +174,13 @@ def history_cmd(
     if as_json:
         print_json([_event_json(e) for e in events])
         return
+    print_history(endpoint, events)
+
+
+def print_history(endpoint: str, events: list[DeploymentEvent]) -> None:
+    """The table `keel deploy history ENDPOINT` prints."""
+    from keel.cli.output import print_table
+
     rows = [(e.version, e.at, e.action, _summary(e.spec), e.author, e.reason) for e in events]
     columns = ["version", "at", "action", "serving", "author", "reason"]
     print_table(f"Deployment history of {endpoint}", columns, rows)

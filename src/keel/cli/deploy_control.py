@@ -99,7 +99,7 @@ def report_cmd(
     if as_json:
         print_json(result.to_dict())
     else:
-        _print_report(result)
+        print_report(result)
 
 
 def parse_since(text: str) -> datetime:
@@ -139,7 +139,8 @@ def _print_tick(result: TickResult, as_json: bool) -> None:
     print(f"{result.endpoint}: {result.action}{where}: {result.message}", flush=True)
 
 
-def _print_report(result: DeployReport) -> None:
+def print_report(result: DeployReport) -> None:
+    """The tables `keel deploy report ENDPOINT` prints."""
     from keel.cli.output import print_fields, print_table
 
     since = (

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from keel.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from keel.demo.deployment import DeploymentDemo
     from keel.demo.feature_store import ServingCheck
     from keel.features.registry import AppliedView
     from keel.project import Project
@@ -34,6 +35,7 @@ STEPS = (
     "Train a LightGBM model (keel train fraud --param model=lightgbm)",
     "Register, approve and promote the champion",
     "Materialize the online store, serve lookups, check training-serving skew",
+    "Serve the champion, shadow the challenger, canary a retrained model to 100 %",
     "Reproduce the champion from its recorded code, data and seed (keel reproduce)",
 )
 
@@ -48,6 +50,7 @@ class DemoResult:
     run_ids: list[str]
     feature_views: list[AppliedView]
     serving: ServingCheck
+    deployment: DeploymentDemo
     reproduction: ReproductionReport
 
 
@@ -97,6 +100,23 @@ def run_demo(
     with FeatureStore(project, log_served=True) as store:
         serving = feature_store.serve_and_check(store, data.transactions)
     on_step(7)
+    from keel.demo.deployment import run_deployment
+
+    # The candidate: the champion's kind of model retrained with a slightly different setting.
+    won = logreg.model_version is not None and logreg.model_version.version == champion.version
+    kind = logreg if won else lgbm
+    tweak = {"C": "0.8"} if kind is logreg else {"n_estimators": "170"}
+    candidate = _train(project, str(kind.record["params"]["model"]), seed, extra=tweak)
+    if candidate.model_version is None:
+        raise InvalidInputError("the demo's candidate training registered no model version")
+    deployment = run_deployment(
+        project,
+        data.transactions,
+        f"{MODEL_NAME}@{champion.version}",
+        f"{MODEL_NAME}@{challenger.version}",
+        f"{MODEL_NAME}@{candidate.model_version.version}",
+    )
+    on_step(8)
     from keel.training.reproduce import reproduce
 
     reproduction = reproduce(project, f"{MODEL_NAME}@champion")
@@ -110,6 +130,7 @@ def run_demo(
         run_ids=[r.run_id for r in (logreg, lgbm)],
         feature_views=applied,
         serving=serving,
+        deployment=deployment,
         reproduction=reproduction,
     )
 
@@ -120,13 +141,14 @@ def _file_version(project: Project, path: str) -> str:
     return resolve(path, project=project).sha256
 
 
-def _train(project: Project, kind: str, seed: int) -> TrainResult:
-    """`keel train fraud --param model=KIND --seed SEED --experiment fraud-demo`."""
+def _train(
+    project: Project, kind: str, seed: int, *, extra: dict[str, str] | None = None
+) -> TrainResult:
+    """`keel train fraud --param model=KIND [--param ...] --seed SEED --experiment fraud-demo`."""
     from keel.training.train import train
 
-    return train(
-        MODEL_NAME, params={"model": kind}, seed=seed, experiment=EXPERIMENT, project=project
-    )
+    params = {"model": kind, **(extra or {})}
+    return train(MODEL_NAME, params=params, seed=seed, experiment=EXPERIMENT, project=project)
 
 
 def _create_project(directory: Path) -> Project:

@@ -151,6 +151,7 @@ class EndpointRegistry:
         else:
             model = load_model(self.project, version.ref)
         columns = _signature_columns(version.signature)
+        _warm_up(model, columns)
         return Endpoint(
             name=name,
             model_ref=config.model,
@@ -163,6 +164,26 @@ class EndpointRegistry:
             store=store,
             keys=_entity_keys(store, config.features),
         )
+
+
+def _warm_up(model: Any, columns: list[InputField] | None) -> None:
+    """Predict once on a row of zeros before the model takes traffic: a model's first calls
+    are slow (lazy imports, allocations), which would show as a latency spike — and fail a
+    canary's p99 gate — on the first requests routed to it."""
+    if not columns:
+        return
+    import pandas as pd
+
+    kinds = {"bool": bool, "string": str}
+    row = {c.name: [kinds.get(c.type, float)(0)] for c in columns}
+    predict = getattr(model, "predict_proba", None) or getattr(model, "predict", None)
+    if predict is None:
+        return
+    for _ in range(3):
+        try:
+            predict(pd.DataFrame(row))
+        except Exception:  # a model that cannot take a row of zeros is warmed by its traffic
+            return
 
 
 def _signature_columns(signature: Mapping[str, Any] | None) -> list[InputField] | None:
