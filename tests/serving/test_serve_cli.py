@@ -164,3 +164,63 @@ def test_keel_serve_runs_two_workers_that_answer_and_log(served: Served, tmp_pat
 def test_the_cli_tests_leave_no_environment_behind() -> None:
     for name in (serve_cli.ENDPOINTS_ENV, "KEEL_PROJECT_DIR"):
         assert os.environ.get(name) == ENVIRONMENT_AT_IMPORT.get(name)
+
+
+def test_sigkill_under_load_loses_no_acknowledged_prediction(
+    served: Served, tmp_path: Path
+) -> None:
+    """Every prediction whose response arrived is in the log, even when the whole server is
+    killed with SIGKILL in the middle of the load."""
+    import http.client
+    import json
+    import threading
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    command = [sys.executable, "-c", SCRIPT, "serve", "--port", str(port), "--workers", "2"]
+    command += ["--endpoint", "fraud=fraud@live:fraud"]
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=served.project.root, env=env, stderr=sink, start_new_session=True
+        )
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(offset: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        body = json.dumps({"rows": [{"user_id": 1 + offset % 2, "amount": 5.0}] * 2})
+        headers = {"content-type": "application/json"}
+        try:
+            while not stop.is_set():
+                conn.request("POST", "/v1/endpoints/fraud/predict", body=body, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+                if response.status == 200:
+                    with lock:
+                        acknowledged.extend(json.loads(payload)["request_ids"])
+        except (OSError, http.client.HTTPException):
+            return  # the server is gone
+        finally:
+            conn.close()
+
+    try:
+        wait_ready(process, f"http://127.0.0.1:{port}", stderr)
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(acknowledged) < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(acknowledged) >= 300, "the load must be under way when the kill lands"
+    folder = Path(served.project.root) / served.project.config.serving.prediction_log
+    logged = {row["request_id"] for row in read_predictions(folder).to_pylist()}
+    missing = set(acknowledged) - logged
+    assert not missing, f"{len(missing)} acknowledged predictions are not in the log"
