@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from keel.core.timeutil import now_ms
 from keel.errors import InvalidInputError
 from keel.features import source_files
+from keel.features.online.base import from_us
 
 if TYPE_CHECKING:
     from keel.features.definitions import FeatureView
@@ -67,12 +68,6 @@ def us_of(value: datetime) -> int:
             "datetime(2026, 1, 1, tzinfo=UTC)"
         )
     return (value - datetime(1970, 1, 1, tzinfo=value.tzinfo)) // timedelta(microseconds=1)
-
-
-def from_us(micros: int) -> datetime:
-    from keel.features.online.base import from_us as convert
-
-    return convert(micros)
 
 
 def last_run(project: Project, view: str) -> dict[str, Any] | None:
@@ -307,12 +302,3 @@ def _record(
                 author=project.user,
             )
         )
-
-
-def as_of(project: Project, views: list[str]) -> dict[str, datetime | None]:
-    """The event-time end of each view's newest materialization (None: never materialized)."""
-    out: dict[str, datetime | None] = {}
-    for name in views:
-        run = last_run(project, name)
-        out[name] = None if run is None else from_us(int(run["end_us"]))
-    return out

@@ -9,19 +9,17 @@ import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInputError
+from keel.features.materialize import us_of
 from keel.features.serving import OnlineResult, ViewLookup
 
 if TYPE_CHECKING:
     from keel.features.selection import Selection
     from keel.features.service import FeatureService
     from keel.features.store import FeatureStore
-
-_US = timedelta(microseconds=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ def lookup(
     request_time: datetime | None,
 ) -> OnlineResult:
     plan = _compiled(store, features, service)
-    request_us = time.time_ns() // 1000 if request_time is None else _request_us(request_time)
+    request_us = time.time_ns() // 1000 if request_time is None else us_of(request_time)
     count = len(entity_rows)
     columns: dict[str, list[Any]] = {}
     if entity_rows:
@@ -136,15 +134,6 @@ def _compiled(
     return plan
 
 
-def _request_us(request_time: datetime | None) -> int:
-    when = request_time or datetime.now(UTC)
-    if when.tzinfo is None:
-        raise InvalidInputError(
-            f"request_time {when.isoformat()} has no time zone; pass an aware datetime"
-        )
-    return (when - _EPOCH) // _US
-
-
 def _on_demand(
     odfv: Any,
     outputs: Sequence[str],
@@ -181,7 +170,8 @@ def _materialized(store: FeatureStore, view: str) -> tuple[str | None, datetime 
     now = time.monotonic()
     hit = cache.get(view)
     if hit is None or now - hit[0] >= 5.0:
-        from keel.features.materialize import from_us, last_run
+        from keel.features.materialize import last_run
+        from keel.features.online.base import from_us
 
         run = last_run(store.project, view)
         if run is None:

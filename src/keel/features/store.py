@@ -321,13 +321,9 @@ def definition_versions(definitions: Definitions) -> dict[str, str]:
 
 
 def _registered_versions(project: Project) -> dict[str, str]:
-    from sqlalchemy import select
+    from keel.features.registry import list_feature_views
 
-    from keel.metadata.schema import feature_views
-
-    with project.metadata.read() as conn:
-        rows = conn.execute(select(feature_views.c.name, feature_views.c.current_version))
-        return {str(name): str(version) for name, version in rows}
+    return {view.name: view.current_version for view in list_feature_views(project)}
 
 
 def _version_history(project: Project) -> set[tuple[str, str]]:

@@ -73,9 +73,8 @@ def _portable(store: FeatureStore, request: JoinRequest) -> JoinRequest:
     return dataclasses.replace(request, views=tuple(views))
 
 
-def _output_name(request: object, owner: str, name: str) -> str:
-    full = getattr(request, "full_feature_names", False)
-    return f"{owner}__{name}" if full else name
+def _output_name(request: JoinRequest, owner: str, name: str) -> str:
+    return f"{owner}__{name}" if request.full_feature_names else name
 
 
 def _view_input(store: FeatureStore, name: str, names: tuple[str, ...]) -> ViewInput:
@@ -96,7 +95,7 @@ def _view_input(store: FeatureStore, name: str, names: tuple[str, ...]) -> ViewI
 
 
 def _add_on_demand(
-    table: pa.Table, selection: Selection, request: object, entities: pa.Table
+    table: pa.Table, selection: Selection, request: JoinRequest, entities: pa.Table
 ) -> pa.Table:
     if not selection.on_demand:
         return table
