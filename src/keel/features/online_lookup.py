@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidInputError
@@ -31,7 +32,7 @@ class _Plan:
     lookups: list[ViewLookup]
     slots: list[list[tuple[str, str]]]  # per lookup: (view, feature) of its point features
     order: list[tuple[str, tuple[str, str]]]  # output column -> (view, feature)
-    sources: dict[str, str]  # output column -> the view that gives it
+    sources: Mapping[str, str]  # output column -> the view; read-only, shared by results
     # Point features only, in request order, view after view: values go straight into the
     # result's columns (the common case, and the one whose latency matters most).
     direct: bool
@@ -121,7 +122,7 @@ def _compiled(
     lookups = [ViewLookup.build(store.view(name), names) for name, names in selection.views.items()]
     slots = [[(lk.view.name, feature) for feature in lk.features] for lk in lookups]
     order = [(feature, (owner, feature)) for owner, feature in selection.order]
-    sources = {feature: owner for owner, feature in selection.order}
+    sources = MappingProxyType({feature: owner for owner, feature in selection.order})
     point_order = [(lk.view.name, feature) for lk in lookups for feature in lk.features]
     direct = (
         not selection.on_demand

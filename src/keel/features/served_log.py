@@ -69,6 +69,7 @@ class ServedLog:
     def append(self, result: OnlineResult) -> int:
         """Append one record per entity row of ``result``; returns how many were written."""
         features = list(result.sources)
+        sources = dict(result.sources)  # once per call, not per row
         entity = [name for name in result.columns if name not in result.sources]
         rows = len(result.columns[features[0]]) if features else 0
         if not rows:
@@ -79,7 +80,7 @@ class ServedLog:
                 "t": result.request_us,
                 "e": {name: result.columns[name][i] for name in entity},
                 "f": {name: result.columns[name][i] for name in features},
-                "s": result.sources,
+                "s": sources,
                 "v": {view: versions[i] for view, versions in result.versions.items()},
             }
             lines.append(json.dumps(record, allow_nan=True, default=_encode, separators=(",", ":")))

@@ -38,7 +38,7 @@ class OnlineResult:
     """
 
     columns: dict[str, list[Any]]
-    sources: dict[str, str]  # feature column -> the view (or on-demand view) that gave it
+    sources: Mapping[str, str]  # feature column -> the view (or on-demand view) that gave it
     versions: dict[str, list[str | None]]
     event_us: dict[str, list[int | None]]
     request_us: int

@@ -97,6 +97,8 @@ def test_a_service_gives_the_same_values_offline_and_online(store: FeatureStore)
     assert online.version("visits", 2) is None  # no stored row: the default was served
     assert online.age("visits") == T2 - T1
     assert online.as_of["user_stats"] == T2
+    with pytest.raises(TypeError):  # shared by every result of this feature list: read-only
+        online.sources["visits"] = "other"  # type: ignore[index]
 
 
 def test_a_missing_request_field_is_named(store: FeatureStore) -> None:
