@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +12,6 @@ import httpx
 import numpy as np
 import pytest
 import typer
-import uvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -35,12 +31,7 @@ from keel.serving.loadtest import (
 )
 from keel.serving.predlog import PredictionLog
 from tests.serving.test_app import ENDPOINTS, Served, build_project
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.servers import free_port, uvicorn_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +45,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def url(served: Served) -> Iterator[str]:
     log = PredictionLog(served.project.root / "predictions")
     app = create_app(served.project, endpoints=ENDPOINTS, log=log)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30  # a start-up bound, not a performance check
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the uvicorn server did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with uvicorn_in_thread(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def invoke(*args: str) -> tuple[int, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from keel.config import EndpointConfig
 from keel.errors import InvalidInputError
 from keel.serving.predlog import read_predictions
 from tests.serving.test_app import Served, build_project
+from tests.support.servers import free_port
 
 ENVIRONMENT_AT_IMPORT = dict(os.environ)
 
@@ -108,12 +108,6 @@ def test_serve_without_endpoints_says_how_to_add_one(
     assert isinstance(result.exception, InvalidInputError)
     assert "--endpoint" in str(result.exception)
     assert uvicorn_calls == []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(process: subprocess.Popen[bytes], base: str, stderr: Path) -> None:

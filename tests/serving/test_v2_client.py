@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import uvicorn
 
 from keel.serving.app import create_app
 from tests.serving.test_app import ENDPOINTS, Served, build_project
+from tests.support.servers import uvicorn_in_thread
 
 httpclient = pytest.importorskip("tritonclient.http")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -36,20 +27,8 @@ def url(served: Served) -> Iterator[str]:
 
     log = PredictionLog(served.project.root / "predictions")
     app = create_app(served.project, endpoints=ENDPOINTS, log=log)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30  # a start-up bound, not a performance check
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the uvicorn server did not start")
-        time.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with uvicorn_in_thread(app) as port:
+        yield f"127.0.0.1:{port}"
 
 
 def test_tritonclient_reads_health_metadata_and_infers(url: str, served: Served) -> None:
