@@ -218,3 +218,28 @@ def test_sigkill_under_load_loses_no_acknowledged_prediction(
     logged = {row["request_id"] for row in read_predictions(folder).to_pylist()}
     missing = set(acknowledged) - logged
     assert not missing, f"{len(missing)} acknowledged predictions are not in the log"
+
+
+def test_worker_connections_send_without_waiting_for_acks() -> None:
+    """Each worker's accepted connections have TCP_NODELAY: without it a keep-alive client
+    waits ~40 ms on every response after its first (Nagle's algorithm + delayed ACK)."""
+    import asyncio
+    import socket
+
+    async def accepted_nodelay() -> int:
+        found: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            found.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        listening = serve_cli.listening_socket("127.0.0.1", free_port())
+        server = await asyncio.start_server(handle, sock=listening)
+        async with server:
+            _, writer = await asyncio.open_connection(*listening.getsockname()[:2])
+            value = await asyncio.wait_for(found, 10)
+            writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0
