@@ -99,6 +99,7 @@ def test_a_crashing_candidate_never_affects_responses(shadowed: Client, models: 
     candidate = predictor(shadowed).router.route("shadowed").shadow
     assert candidate is not None
     candidate.model = cast(Any, Exploding())
+    candidate.fast = None  # the stand-in is called through predict_proba, not a matrix
     rows = rows_for(["x", "y", "z"])
     body = predict(shadowed, "shadowed", rows)
     assert body["predictions"] == pytest.approx([models.expected(1, r["a"], r["b"]) for r in rows])
@@ -132,6 +133,7 @@ def test_a_full_queue_drops_and_counts_and_never_blocks_responses(models: Models
         candidate = predictor(client).router.route("tiny").shadow
         assert candidate is not None
         candidate.model = cast(Any, Blocking(release, models.second))
+        candidate.fast = None  # the stand-in is called through predict_proba, not a matrix
         ids = []
         for i in range(8):
             # Answered while the worker is stuck: responses never wait for the shadow.
@@ -160,3 +162,4 @@ def test_the_queue_alone_drops_beyond_its_size() -> None:
 def test_a_bad_queue_size_is_refused(size: Any) -> None:
     with pytest.raises(InvalidInputError, match="whole number"):
         ShadowQueue(None, ServerMetrics(), size=size)
+

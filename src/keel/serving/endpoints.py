@@ -24,6 +24,7 @@ from keel.errors import InvalidInputError, NotFoundError, StateError
 if TYPE_CHECKING:
     from keel.features.store import FeatureStore
     from keel.project import Project
+    from keel.registry.array_input import ArrayInput
     from keel.registry.loaded import LoadedModel
     from keel.registry.lookup import ModelVersion
 
@@ -31,6 +32,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 # Logical column types (see keel.registry.signature) as Open Inference Protocol datatypes.
 V2_TYPES = {"integer": "INT64", "float": "FP64", "boolean": "BOOL", "string": "BYTES"}
+_MODEL_OUTPUTS = {"probability": "predict_proba", "prediction": "predict"}
 _DTYPE_TYPES = {"int": "integer", "uint": "integer", "float": "float", "bool": "boolean"}
 
 
@@ -50,7 +52,8 @@ class Endpoint:
     column signature); ``inputs`` are the fields a client sends per row; ``output`` says what
     a prediction is: ``"probability"`` (of the positive class, for a binary classifier with
     ``predict_proba``) or ``"prediction"`` (``predict``'s value); ``keys`` are the feature
-    service's entity join keys, which identify a row's unit for traffic splitting.
+    service's entity join keys, which identify a row's unit for traffic splitting; ``fast``
+    is the model's verified matrix input path, when it has one (keel.registry.array_input).
     """
 
     name: str
@@ -63,6 +66,7 @@ class Endpoint:
     output: str
     store: FeatureStore | None = field(default=None, repr=False)
     keys: list[str] = field(default_factory=list)
+    fast: ArrayInput | None = field(default=None, repr=False)
 
 
 def parse_endpoint_spec(spec: str) -> tuple[str, EndpointConfig]:
@@ -141,6 +145,7 @@ class EndpointRegistry:
     def load_endpoint(self, name: str, config: EndpointConfig) -> Endpoint:
         """Load ``config``'s model for endpoint ``name`` without registering it (the router
         loads every variant of a deployment this way)."""
+        from keel.registry.array_input import array_input
         from keel.registry.versions import get_model_version, load_model
 
         version = get_model_version(self.project, config.model)
@@ -152,6 +157,7 @@ class EndpointRegistry:
             model = load_model(self.project, version.ref)
         columns = _signature_columns(version.signature)
         _warm_up(model, columns)
+        output = _output_kind(model)
         return Endpoint(
             name=name,
             model_ref=config.model,
@@ -160,9 +166,10 @@ class EndpointRegistry:
             model=model,
             columns=None if columns is None else [c.name for c in columns],
             inputs=_request_inputs(store, config.features, columns),
-            output=_output_kind(model),
+            output=output,
             store=store,
             keys=_entity_keys(store, config.features),
+            fast=array_input(model, output=_MODEL_OUTPUTS[output]),
         )
 
 

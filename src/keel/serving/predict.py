@@ -21,7 +21,10 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import field as dataclass_field
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import numpy as np
 
 from keel.errors import (
     InvalidInputError,
@@ -31,13 +34,14 @@ from keel.errors import (
     StateError,
     StoreError,
 )
+from keel.registry.array_input import quiet_unnamed_input
 from keel.serving.router import split
 from keel.serving.shadow import ShadowJob
 
 if TYPE_CHECKING:
     from keel.serving.endpoints import Endpoint, EndpointRegistry
     from keel.serving.metrics import ServerMetrics
-    from keel.serving.router import Router
+    from keel.serving.router import Route, Router
     from keel.serving.shadow import ShadowQueue
 
 MAX_ROWS = 10_000
@@ -61,10 +65,24 @@ class Served:
     request_ids: list[str]
     variants: list[str]
     model_versions: list[int]
+    row_models: list[Endpoint] = dataclass_field(default_factory=list, repr=False)
 
     @property
     def variant(self) -> str:
         return self.variants[0] if self.variants else PRIMARY
+
+    def part(self, offset: int, size: int) -> Served:
+        """The answer to the ``size`` rows from ``offset`` (one request of a merged pass)."""
+        end = offset + size
+        variants = self.variants[offset:end]
+        return Served(
+            self.row_models[offset] if self.row_models else self.endpoint,
+            self.predictions[offset:end],
+            self.request_ids[offset:end],
+            variants,
+            self.model_versions[offset:end],
+            self.row_models[offset:end],
+        )
 
     @property
     def model_version(self) -> int:
@@ -161,6 +179,62 @@ class Predictor:
         except KeelError as exc:
             self._failed(route.primary, PRIMARY, exc, time_us, start_ns)
             raise
+        return self._predict(route, checked, [len(checked)], time_us, start_ns, quiet=False)
+
+    def predict_batch(self, name: str, requests: Sequence[object]) -> list[Served | KeelError]:
+        """Predict several requests for endpoint ``name`` in one pass — one online lookup and
+        one model call for all their rows — and answer each with its own rows' predictions,
+        or its own error. When the merged pass fails, each request is predicted alone, so a
+        bad request never fails the others (keel.serving.batching gathers the requests)."""
+        if len(requests) == 1:
+            return [self._outcome(name, requests[0])]
+        route = self.router.route(name)
+        start_ns = time.perf_counter_ns()
+        time_us = time.time_ns() // 1000
+        results: list[Served | KeelError | None] = [None] * len(requests)
+        good: list[int] = []
+        for i, rows in enumerate(requests):
+            try:
+                check_rows(rows)
+                good.append(i)
+            except KeelError as exc:
+                self._failed(route.primary, PRIMARY, exc, time_us, start_ns)
+                results[i] = exc
+        merged = [row for i in good for row in cast(list[dict[str, Any]], requests[i])]
+        sizes = [len(cast(list[Any], requests[i])) for i in good]
+        try:
+            served = self._predict(route, merged, sizes, time_us, start_ns, quiet=True)
+        except KeelError:
+            # One request spoiled the pass (its lookup or its values): answer each alone. (With
+            # features.log_served, the good requests' lookups are then logged twice: the same
+            # values, which skew rates do not change.)
+            for i in good:
+                results[i] = self._outcome(name, requests[i])
+        else:
+            offset = 0
+            for i, size in zip(good, sizes, strict=True):
+                results[i] = served.part(offset, size)
+                offset += size
+        return [result for result in results if result is not None]
+
+    def _outcome(self, name: str, rows: object) -> Served | KeelError:
+        try:
+            return self.predict(name, rows)
+        except KeelError as exc:
+            return exc
+
+    def _predict(
+        self,
+        route: Route,
+        checked: list[dict[str, Any]],
+        sizes: Sequence[int],
+        time_us: int,
+        start_ns: int,
+        *,
+        quiet: bool,
+    ) -> Served:
+        """The rows of ``len(sizes)`` requests (``sizes`` rows each, in order), checked by
+        check_rows. A failure is logged and counted unless ``quiet`` (the caller retries)."""
         ids = [uuid.uuid4().hex for _ in checked]
         variants = route.assign(checked, ids)
         predictions: list[Any] = [None] * len(checked)
@@ -175,7 +249,8 @@ class Predictor:
                 features, lookup_s = lookup(endpoint, part)
                 part_inputs, part_predictions, model_s = predict_rows(endpoint, part, features)
             except KeelError as exc:
-                self._failed(endpoint, variant, exc, time_us, start_ns)
+                if not quiet:
+                    self._failed(endpoint, variant, exc, time_us, start_ns)
                 raise
             if variant == PRIMARY:
                 primary_features = features
@@ -189,30 +264,42 @@ class Predictor:
             for model, variant, request_id, features, prediction in answered:
                 record = (request_id, time_us, features, prediction, latency_us, 200)
                 self.log.append(log_record(model, variant, *record))
-        self._measure(route.models, variants, timings, start_ns)
+        self._measure(route.models, variants, sizes, timings, start_ns)
         candidate = route.shadow
         if candidate is not None and self.shadow is not None:
             # After the log write and off the response path: the shadow never delays it.
             self.shadow.submit(ShadowJob(candidate, checked, primary_features, ids, time_us))
         versions = [m.version.version for m in models]
-        return Served(models[0], predictions, ids, variants, versions)
+        return Served(models[0], predictions, ids, variants, versions, models)
 
     def _measure(
         self,
         models: Mapping[str, Endpoint],
         variants: list[str],
+        sizes: Sequence[int],
         timings: Mapping[str, tuple[float, float]],
         start_ns: int,
     ) -> None:
+        """Per variant: the requests it answered (a request whose rows went to two variants
+        counts for each), its rows, and each request's latency; lookup and model time once
+        per pass."""
         elapsed_s = (time.perf_counter_ns() - start_ns) / 1e9
+        answered: dict[str, int] = dict.fromkeys(timings, 0)
+        offset = 0
+        for size in sizes:
+            for variant in set(variants[offset : offset + size]):
+                answered[variant] += 1
+            offset += size
         for variant, (lookup_s, model_s) in timings.items():
             endpoint = models[variant]
             labels = (endpoint.name, variant, str(endpoint.version.version))
-            self.metrics.requests.labels(*labels, "ok").inc()
+            self.metrics.requests.labels(*labels, "ok").inc(answered[variant])
             self.metrics.predictions.labels(*labels).inc(variants.count(variant))
             self.metrics.lookup_time.labels(*labels).observe(lookup_s)
             self.metrics.model_time.labels(*labels).observe(model_s)
-            self.metrics.latency.labels(*labels).observe(elapsed_s)
+            latency = self.metrics.latency.labels(*labels)
+            for _ in range(answered[variant]):
+                latency.observe(elapsed_s)
 
     def _failed(
         self, endpoint: Endpoint, variant: str, exc: KeelError, time_us: int, start_ns: int
@@ -289,8 +376,18 @@ def model_columns(
 def run_model(endpoint: Endpoint, columns: dict[str, list[Any]], count: int) -> list[Any]:
     model = endpoint.model
     data: object = columns if columns else [{}] * count
+    # Plain numbers for a model with a verified matrix path skip the DataFrame round trip
+    # (keel.registry.array_input); anything else is checked against the signature.
+    matrix = None if endpoint.fast is None else endpoint.fast.matrix(columns)
     try:
-        if endpoint.output == "probability":
+        if matrix is not None:
+            quiet_unnamed_input()
+            runtime = model.runtime
+            if endpoint.output == "probability" and runtime.predict_proba is not None:
+                values = np.asarray(runtime.predict_proba(matrix))[:, 1]
+            else:
+                values = np.asarray(runtime.predict(matrix))
+        elif endpoint.output == "probability":
             values = model.predict_proba(data)[:, 1]
         else:
             values = model.predict(data)
