@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse
 from keel.errors import ConfigError, InvalidInputError, KeelError
 from keel.serving import feedback_api, mlflow, native, v2
 from keel.serving.auth import ApiKeyMiddleware, ApiKeys
+from keel.serving.batching import Batcher
 from keel.serving.endpoints import EndpointRegistry
 from keel.serving.metrics import ServerMetrics
 from keel.serving.middleware import AccessLogMiddleware, SizeLimitMiddleware
@@ -123,6 +124,7 @@ def create_app(
         description="Predictions from a Keel project's registered models.",
     )
     app.state.predictor = predictor
+    app.state.batcher = Batcher(predictor)
     app.include_router(native.router)
     app.include_router(v2.router)
     app.include_router(mlflow.router)
