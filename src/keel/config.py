@@ -112,6 +112,9 @@ class ServingConfig(_Section):
     refresh_s: float = Field(default=5.0, gt=0)
     # Requests copied to a shadow candidate wait here; when full, copies are dropped (counted).
     shadow_queue_size: int = Field(default=1000, ge=1)
+    # Shadow candidates predict in a separate lowest-priority process (false: a server thread,
+    # which shares the interpreter lock with request handling and slows the primary).
+    shadow_process: bool = True
     # Keys for predictions and, separately, for deployment changes: "sha256:<hex>" (see
     # keel.serving.auth.hash_api_key) or plain; none configured: the server is open.
     api_keys: list[str] = Field(default_factory=list)
@@ -190,6 +193,7 @@ serving:
   max_request_bytes: 1048576
   refresh_s: 5.0            # re-read `keel deploy` state this often
   shadow_queue_size: 1000   # shadow copies waiting; more are dropped and counted
+  shadow_process: true      # shadow predictions in a separate lowest-priority process
   api_keys: []      # "sha256:<hex>" of each prediction key (keel.serving.auth.hash_api_key)
   admin_keys: []    # the same for deployment changes
   # endpoints:

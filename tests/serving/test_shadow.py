@@ -4,7 +4,9 @@ the client."""
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -17,12 +19,13 @@ from keel.errors import InvalidInputError
 from keel.serving.endpoints import Endpoint
 from keel.serving.metrics import ServerMetrics
 from keel.serving.predlog import read_predictions
-from keel.serving.shadow import ShadowJob, ShadowQueue
+from keel.serving.shadow import Shadow, ShadowJob, ShadowQueue
+from keel.serving.shadow_process import ShadowProcess
 from tests.serving.test_router import Client, Models, predict, predictor, rows_for, serve
 from tests.serving.test_router import models as models  # the module fixture, re-exported
 
 
-def shadow_of(client: Client) -> ShadowQueue:
+def shadow_of(client: Client) -> Shadow:
     queue = predictor(client).shadow
     assert queue is not None
     return queue
@@ -44,11 +47,21 @@ def dropped(client: Client, endpoint: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-@pytest.fixture
-def shadowed(models: Models) -> Iterator[Client]:
+@pytest.fixture(params=[True, False], ids=["process", "thread"])
+def shadowed(models: Models, request: pytest.FixtureRequest) -> Iterator[Client]:
+    """An endpoint shadowed by plain@2 — in a separate process, or in a server thread."""
     deploy(models.project, "shadowed", "plain@1", reason="test")
     start_shadow(models.project, "shadowed", "plain@2", reason="compare v2")
-    with serve(models.project, ["shadowed"]) as client:
+    with serve(models.project, ["shadowed"], shadow_process=request.param) as client:
+        yield client
+
+
+@pytest.fixture
+def shadowed_thread(models: Models) -> Iterator[Client]:
+    """Shadowed in a server thread, where a test can swap the candidate's model."""
+    deploy(models.project, "shadowed", "plain@1", reason="test")
+    start_shadow(models.project, "shadowed", "plain@2", reason="compare v2")
+    with serve(models.project, ["shadowed"], shadow_process=False) as client:
         yield client
 
 
@@ -65,7 +78,7 @@ def test_shadow_predictions_are_logged_under_the_same_request_ids(
         expected = [models.expected(1, r["a"], r["b"]) for r in part]
         assert body["predictions"] == pytest.approx(expected)
         ids += body["request_ids"]
-    shadow_of(shadowed).join()
+    assert shadow_of(shadowed).join(timeout_s=60)
     records = by_variant(shadowed, ids)
     assert len(records) == 2 * len(ids)
     for request_id, row in zip(ids, rows, strict=True):
@@ -74,6 +87,32 @@ def test_shadow_predictions_are_logged_under_the_same_request_ids(
         assert copy["status"] == 200
         assert copy["prediction"] == pytest.approx(models.expected(2, row["a"], row["b"]))
     assert dropped(shadowed, "shadowed") == 0
+    shadow_requests = 'keel_requests_total{endpoint="shadowed",model_version="2",status="ok",'
+    shadow_requests += 'variant="shadow"} 3.0'
+    assert shadow_requests in shadowed.get("/metrics").text  # counted in the server
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice values are Linux's here")
+def test_the_shadow_process_runs_at_the_lowest_priority_and_ends_with_the_server(
+    models: Models,
+) -> None:
+    deploy(models.project, "niced", "plain@1", reason="test")
+    start_shadow(models.project, "niced", "plain@2", reason="compare v2")
+    with serve(models.project, ["niced"], shadow_process=True) as client:
+        shadow = shadow_of(client)
+        assert isinstance(shadow, ShadowProcess)
+        assert shadow.pid is None  # no copy yet: no process
+        body = predict(client, "niced", rows_for(["n1", "n2"]))
+        assert shadow.join(timeout_s=60)
+        pid = shadow.pid
+        assert pid is not None
+        assert pid != os.getpid()
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 19
+        assert os.getpriority(os.PRIO_PROCESS, os.getpid()) < 19
+        records = by_variant(client, body["request_ids"])
+        assert {records[i, "shadow"]["status"] for i in body["request_ids"]} == {200}
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped with the server
 
 
 class Exploding:
@@ -95,7 +134,10 @@ class Blocking:
         return self.real.predict_proba(data)
 
 
-def test_a_crashing_candidate_never_affects_responses(shadowed: Client, models: Models) -> None:
+def test_a_crashing_candidate_never_affects_responses(
+    shadowed_thread: Client, models: Models
+) -> None:
+    shadowed = shadowed_thread
     candidate = predictor(shadowed).router.route("shadowed").shadow
     assert candidate is not None
     candidate.model = cast(Any, Exploding())
@@ -116,7 +158,7 @@ def test_a_crashing_candidate_never_affects_responses(shadowed: Client, models: 
 def test_a_candidate_with_other_inputs_is_logged_as_refused(models: Models) -> None:
     deploy(models.project, "mismatch", "plain@1", reason="test")
     start_shadow(models.project, "mismatch", "plain@3", reason="needs column c")
-    with serve(models.project, ["mismatch"]) as client:
+    with serve(models.project, ["mismatch"], shadow_process=True) as client:
         rows = rows_for(["p", "q"])
         body = predict(client, "mismatch", rows)
         assert body["model_versions"] == [1, 1]
@@ -129,7 +171,7 @@ def test_a_full_queue_drops_and_counts_and_never_blocks_responses(models: Models
     deploy(models.project, "tiny", "plain@1", reason="test")
     start_shadow(models.project, "tiny", "plain@2", reason="load")
     release = threading.Event()
-    with serve(models.project, ["tiny"], shadow_queue_size=1) as client:
+    with serve(models.project, ["tiny"], shadow_queue_size=1, shadow_process=False) as client:
         candidate = predictor(client).router.route("tiny").shadow
         assert candidate is not None
         candidate.model = cast(Any, Blocking(release, models.second))
@@ -162,4 +204,3 @@ def test_the_queue_alone_drops_beyond_its_size() -> None:
 def test_a_bad_queue_size_is_refused(size: Any) -> None:
     with pytest.raises(InvalidInputError, match="whole number"):
         ShadowQueue(None, ServerMetrics(), size=size)
-

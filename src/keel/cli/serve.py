@@ -126,7 +126,9 @@ def run_workers(count: int, host: str, port: int, log_level: str) -> None:
 
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_worker, args=(host, port, log_level), daemon=True)
+        # Not daemonic: a worker starts its own shadow process (keel.serving.shadow_process),
+        # which multiprocessing forbids daemonic processes; stop() below ends them instead.
+        context.Process(target=_worker, args=(host, port, log_level))
         for _ in range(count)
     ]
     for process in processes:
@@ -142,6 +144,8 @@ def run_workers(count: int, host: str, port: int, log_level: str) -> None:
         for process in processes:
             process.join()
     except KeyboardInterrupt:
+        pass
+    finally:
         stop()
         for process in processes:
             process.join(timeout=10)

@@ -67,7 +67,8 @@ async def _run(
         httpx.AsyncClient(transport=transport, base_url="http://keel") as client,
     ):
         sent += await _replay(client, bodies[:300])
-        await asyncio.sleep(0.5)  # the shadow worker drains its queue off the request path
+        # The shadow predicts off the request path, in a process of its own: wait for it.
+        await asyncio.to_thread(app.state.predictor.shadow.join, 120.0)
         shadow = report(project, ENDPOINT, strategy="shadow")
         state.start_canary(
             project,

@@ -41,7 +41,7 @@ from keel.serving.metrics import ServerMetrics
 from keel.serving.middleware import AccessLogMiddleware, SizeLimitMiddleware
 from keel.serving.predict import PredictionSink, Predictor, status_for
 from keel.serving.router import DEFAULT_REFRESH_S, Router
-from keel.serving.shadow import DEFAULT_QUEUE_SIZE, ShadowQueue
+from keel.serving.shadow import DEFAULT_QUEUE_SIZE, Shadow, ShadowQueue, check_queue_size
 
 if TYPE_CHECKING:
     from keel.config import EndpointConfig
@@ -58,6 +58,7 @@ def create_app(
     api_keys: ApiKeys | None = None,
     refresh_s: float | None = None,
     shadow_queue_size: int | None = None,
+    shadow_process: bool | None = None,
 ) -> FastAPI:
     """The model server of ``project`` for ``endpoints`` (default: ``serving.endpoints``),
     writing every prediction to ``log`` (default: the project's prediction log at
@@ -67,7 +68,9 @@ def create_app(
     Each endpoint serves its `keel deploy` state when it has one, re-read every ``refresh_s``
     seconds (default: ``serving.refresh_s``, else 5); a shadow candidate's copies wait in a
     queue of ``shadow_queue_size`` requests (default: ``serving.shadow_queue_size``, else
-    1000), beyond which they are dropped (keel.serving.router, keel.serving.shadow).
+    1000), beyond which they are dropped (keel.serving.router, keel.serving.shadow); they are
+    predicted in a separate low-priority process when ``shadow_process`` (default:
+    ``serving.shadow_process``) and the log is a prediction log, else in a server thread.
 
     >>> app = create_app(project, endpoints={"fraud": EndpointConfig(model="fraud@1")})
     ... # doctest: +SKIP
@@ -82,9 +85,11 @@ def create_app(
         refresh_s = float(getattr(serving, "refresh_s", None) or DEFAULT_REFRESH_S)
     if shadow_queue_size is None:
         shadow_queue_size = int(getattr(serving, "shadow_queue_size", None) or DEFAULT_QUEUE_SIZE)
+    shadow_queue_size = check_queue_size(shadow_queue_size)
+    if shadow_process is None:
+        shadow_process = bool(getattr(serving, "shadow_process", True))
     router = Router(registry, refresh_s=refresh_s)
-    shadow = ShadowQueue(log, metrics, size=shadow_queue_size)
-    predictor = Predictor(registry, log, metrics, router=router, shadow=shadow)
+    predictor = Predictor(registry, log, metrics, router=router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,7 +99,8 @@ def create_app(
         folder = project.root / project.config.serving.prediction_log
         if predictor.log is None:
             predictor.log = _default_log(project)
-        shadow.log = predictor.log
+        shadow = _shadow(project, predictor.log, metrics, shadow_queue_size, shadow_process)
+        predictor.shadow = shadow
         app.state.feedback = FeedbackLog(folder)
         # Sealed segments become Parquet in the background, off the request path.
         compactor = Compactor(folder, interval_s=60.0)
@@ -140,6 +146,17 @@ def create_app(
         app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(AccessLogMiddleware)
     return app
+
+
+def _shadow(
+    project: Project, log: PredictionSink, metrics: ServerMetrics, size: int, in_process: bool
+) -> Shadow:
+    from keel.serving.predlog import PredictionLog
+    from keel.serving.shadow_process import ShadowProcess
+
+    if in_process and isinstance(log, PredictionLog):
+        return ShadowProcess(project.root, log.folder, metrics, size=size)
+    return ShadowQueue(log, metrics, size=size)
 
 
 def app_from_environment() -> FastAPI:

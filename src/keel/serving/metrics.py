@@ -65,6 +65,12 @@ class ServerMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.shadow_dropped = Counter(
+            "keel_shadow_dropped",
+            "Copies of requests not sent to a shadow candidate because its queue was full.",
+            ("endpoint",),
+            registry=self.registry,
+        )
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type (all workers' when multiprocess)."""

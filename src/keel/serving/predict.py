@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from keel.serving.endpoints import Endpoint, EndpointRegistry
     from keel.serving.metrics import ServerMetrics
     from keel.serving.router import Route, Router
-    from keel.serving.shadow import ShadowQueue
+    from keel.serving.shadow import Shadow
 
 MAX_ROWS = 10_000
 PRIMARY = "primary"
@@ -156,7 +156,7 @@ class Predictor:
         metrics: ServerMetrics,
         *,
         router: Router | None = None,
-        shadow: ShadowQueue | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         from keel.serving.router import Router
 
@@ -263,7 +263,7 @@ class Predictor:
             answered = zip(models, variants, ids, inputs, predictions, strict=True)
             for model, variant, request_id, features, prediction in answered:
                 record = (request_id, time_us, features, prediction, latency_us, 200)
-                self.log.append(log_record(model, variant, *record))
+                self.log.append(log_record(source_of(model), variant, *record))
         self._measure(route.models, variants, sizes, timings, start_ns)
         candidate = route.shadow
         if candidate is not None and self.shadow is not None:
@@ -310,7 +310,9 @@ class Predictor:
         if self.log is not None:
             request_id = uuid.uuid4().hex
             self.log.append(
-                log_record(endpoint, variant, request_id, time_us, {}, None, latency_us, status)
+                log_record(
+                    source_of(endpoint), variant, request_id, time_us, {}, None, latency_us, status
+                )
             )
         self.metrics.requests.labels(*labels, "error").inc()
         self.metrics.errors.labels(*labels, str(status)).inc()
@@ -414,8 +416,13 @@ def _row_fields(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(rows[0]) if rows else []
 
 
+def source_of(endpoint: Endpoint) -> tuple[str, str, int]:
+    """The endpoint, model name and model version a prediction of ``endpoint`` is logged under."""
+    return endpoint.name, endpoint.version.name, endpoint.version.version
+
+
 def log_record(
-    endpoint: Endpoint,
+    source: tuple[str, str, int],
     variant: str,
     request_id: str,
     time_us: int,
@@ -424,13 +431,16 @@ def log_record(
     latency_us: int,
     status: int,
 ) -> dict[str, Any]:
+    """One prediction-log record (see keel.serving.predlog); ``source`` is (endpoint, model
+    name, model version), see source_of."""
+    endpoint, model, model_version = source
     return {
         "request_id": request_id,
         "time_us": time_us,
-        "endpoint": endpoint.name,
+        "endpoint": endpoint,
         "variant": variant,
-        "model": endpoint.version.name,
-        "model_version": endpoint.version.version,
+        "model": model,
+        "model_version": model_version,
         "features": features,
         "prediction": prediction,
         "latency_us": latency_us,

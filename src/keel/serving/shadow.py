@@ -20,9 +20,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from prometheus_client import Counter
+from typing import TYPE_CHECKING, Any, Protocol
 
 from keel.errors import InvalidInputError, KeelError
 
@@ -48,23 +46,45 @@ class ShadowJob:
     time_us: int
 
 
+@dataclass(frozen=True)
+class CopyOutcome:
+    """What became of one copy: for the server's metrics, wherever the copy was predicted."""
+
+    endpoint: str
+    model_version: int
+    status: int
+    rows: int
+    latency_us: int
+
+
+class Shadow(Protocol):
+    """Where the server sends shadow copies: a thread of its own (ShadowQueue) or a separate
+    low-priority process (keel.serving.shadow_process.ShadowProcess)."""
+
+    def submit(self, job: ShadowJob) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def join(self, timeout_s: float | None = None) -> bool: ...
+
+    def stop(self, timeout_s: float = 5.0) -> None: ...
+
+
+def check_queue_size(size: object) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InvalidInputError(f"shadow queue size {size!r} must be a whole number >= 1")
+    return size
+
+
 class ShadowQueue:
     """A bounded queue of shadow jobs and the worker thread predicting them."""
 
     def __init__(
         self, log: PredictionSink | None, metrics: ServerMetrics, *, size: int = DEFAULT_QUEUE_SIZE
     ) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise InvalidInputError(f"shadow queue size {size!r} must be a whole number >= 1")
         self.log = log
         self.metrics = metrics
-        self.dropped = Counter(
-            "keel_shadow_dropped",
-            "Copies of requests not sent to a shadow candidate because its queue was full.",
-            ("endpoint",),
-            registry=metrics.registry,
-        )
-        self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=size)
+        self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=check_queue_size(size))
         self._thread: threading.Thread | None = None
 
     def submit(self, job: ShadowJob) -> bool:
@@ -72,7 +92,7 @@ class ShadowQueue:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            self.dropped.labels(job.candidate.name).inc()
+            self.metrics.shadow_dropped.labels(job.candidate.name).inc()
             return False
         return True
 
@@ -81,9 +101,11 @@ class ShadowQueue:
             self._thread = threading.Thread(target=self._work, name="keel-shadow", daemon=True)
             self._thread.start()
 
-    def join(self) -> None:
-        """Wait until every queued job has been predicted and logged."""
+    def join(self, timeout_s: float | None = None) -> bool:
+        """Wait until every queued job has been predicted and logged (``timeout_s`` is not
+        enforced here: the thread always finishes its jobs)."""
         self._queue.join()
+        return True
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Finish the queued jobs (within ``timeout_s``) and end the worker."""
@@ -102,49 +124,79 @@ class ShadowQueue:
             try:
                 if job is None:
                     return
-                self._run(job)
+                outcome = predict_copy(
+                    job.candidate, job.rows, job.features, job.request_ids, job.time_us, self.log
+                )
+                record_outcome(self.metrics, outcome)
             except Exception:  # the worker must outlive any candidate or log failure
                 logger.exception("shadow prediction failed")
             finally:
                 self._queue.task_done()
 
-    def _run(self, job: ShadowJob) -> None:
-        from keel.serving.predict import log_record, model_columns, run_model, status_for
 
-        candidate = job.candidate
-        labels = (candidate.name, SHADOW, str(candidate.version.version))
-        started = time.perf_counter_ns()
-        inputs: list[dict[str, Any]] = [{} for _ in job.rows]
-        try:
-            columns = model_columns(candidate, job.rows, job.features)
-            predictions = run_model(candidate, columns, len(job.rows))
-            inputs = [{n: values[i] for n, values in columns.items()} for i in range(len(inputs))]
-            status = 200
-        except Exception as exc:  # a failing candidate is data for the report, not a crash
-            status = status_for(exc) if isinstance(exc, KeelError) else 500
-            predictions = [None] * len(job.rows)
-            logger.warning("shadow model %s failed: %s", candidate.version.ref, exc)
-        latency_us = (time.perf_counter_ns() - started) // 1000
-        if self.log is not None:
-            for request_id, features, prediction in zip(
-                job.request_ids, inputs, predictions, strict=True
-            ):
-                self.log.append(
-                    log_record(
-                        candidate,
-                        SHADOW,
-                        request_id,
-                        job.time_us,
-                        features,
-                        prediction,
-                        latency_us,
-                        status,
-                    )
-                )
-        outcome = "ok" if status == 200 else "error"
-        self.metrics.requests.labels(*labels, outcome).inc()
-        if status == 200:
-            self.metrics.predictions.labels(*labels).inc(len(job.rows))
-            self.metrics.model_time.labels(*labels).observe(latency_us / 1e6)
-        else:
-            self.metrics.errors.labels(*labels, str(status)).inc()
+def predict_copy(
+    candidate: Endpoint,
+    rows: Sequence[Mapping[str, Any]],
+    features: Mapping[str, list[Any]],
+    request_ids: Sequence[str],
+    time_us: int,
+    log: PredictionSink | None,
+) -> CopyOutcome:
+    """Predict one copy with ``candidate`` and log each row as variant ``"shadow"`` under the
+    request id the client received; a failing candidate logs its error status instead."""
+    from keel.serving.predict import model_columns, run_model, source_of, status_for
+
+    started = time.perf_counter_ns()
+    inputs: list[dict[str, Any]] = [{} for _ in rows]
+    try:
+        columns = model_columns(candidate, rows, features)
+        predictions = run_model(candidate, columns, len(rows))
+        inputs = [{n: values[i] for n, values in columns.items()} for i in range(len(inputs))]
+        status = 200
+    except Exception as exc:  # a failing candidate is data for the report, not a crash
+        status = status_for(exc) if isinstance(exc, KeelError) else 500
+        predictions = [None] * len(rows)
+        logger.warning("shadow model %s failed: %s", candidate.version.ref, exc)
+    latency_us = (time.perf_counter_ns() - started) // 1000
+    log_copy(
+        source_of(candidate),
+        request_ids,
+        time_us,
+        inputs,
+        predictions,
+        latency_us,
+        status,
+        log,
+    )
+    return CopyOutcome(candidate.name, candidate.version.version, status, len(rows), latency_us)
+
+
+def log_copy(
+    source: tuple[str, str, int],
+    request_ids: Sequence[str],
+    time_us: int,
+    inputs: Sequence[dict[str, Any]],
+    predictions: Sequence[Any],
+    latency_us: int,
+    status: int,
+    log: PredictionSink | None,
+) -> None:
+    """Log each row of a copy as variant ``"shadow"``; ``source`` is (endpoint, model name,
+    model version), see keel.serving.predict.source_of."""
+    from keel.serving.predict import log_record
+
+    if log is None:
+        return
+    for request_id, features, prediction in zip(request_ids, inputs, predictions, strict=True):
+        record = (request_id, time_us, features, prediction, latency_us, status)
+        log.append(log_record(source, SHADOW, *record))
+
+
+def record_outcome(metrics: ServerMetrics, outcome: CopyOutcome) -> None:
+    labels = (outcome.endpoint, SHADOW, str(outcome.model_version))
+    metrics.requests.labels(*labels, "ok" if outcome.status == 200 else "error").inc()
+    if outcome.status == 200:
+        metrics.predictions.labels(*labels).inc(outcome.rows)
+        metrics.model_time.labels(*labels).observe(outcome.latency_us / 1e6)
+    else:
+        metrics.errors.labels(*labels, str(outcome.status)).inc()
