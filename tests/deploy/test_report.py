@@ -182,6 +182,30 @@ def test_report_of_an_ab_test_per_arm_with_srm(fraud: Project) -> None:
     assert result.ab.srm.mismatch is False  # p = 0.0455 is far above 0.001
 
 
+def test_report_of_an_ab_test_counts_and_compares_units_the_server_logged(
+    fraud: Project,
+) -> None:
+    start_ab(fraud, EP, {"control": "fraud@1", "treatment": "fraud@2"}, salt="s")
+    rows: list[dict[str, Any]] = []
+    labels: dict[str, int] = {}
+    # control: 10 units × 4 requests, unit i converts on all its requests when i < 5;
+    # treatment: 12 units × 2 requests, all converting when i < 9.
+    for arm, units, per_unit, converting in (("control", 10, 4, 5), ("treatment", 12, 2, 9)):
+        for i in range(units):
+            for j in range(per_unit):
+                rid = f"{arm}-{i}-{j}"
+                rows += [{**records([(rid, arm, 0.5, 1000)])[0], "unit": f'["{arm}{i}"]'}]
+                labels[rid] = int(i < converting)
+    write(fraud, rows, labels)
+    result = report(fraud, EP)
+    assert result.ab is not None
+    assert result.ab.unit is not None
+    arms = {a.variant: (a.assigned, a.n, a.mean) for a in result.ab.arms}
+    assert arms == {"control": (10, 10, 0.5), "treatment": (12, 12, 0.75)}
+    assert result.ab.srm.observed == {"control": 10, "treatment": 12}
+    assert result.ab.effects["treatment"].difference == pytest.approx(0.25)
+
+
 def test_report_of_a_canary_reads_its_current_step(fraud: Project) -> None:
     write(fraud, records([("old", "canary", 0.1, 99_000)]))  # before the canary started
     start_canary(fraud, EP, "fraud@2", plan=[50, 100], hold=0, min_sample=2)

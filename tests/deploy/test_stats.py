@@ -414,3 +414,48 @@ def test_analyze_ab_rejects_unusable_tables() -> None:
     few = pa.table({"variant": ["control", "b", "b"], "label": [1.0, 0.0, 1.0]})
     with pytest.raises(InvalidInputError, match="at least 2"):
         analyze_ab(few)
+
+
+# --- by unit ------------------------------------------------------------------------------------
+
+
+def clustered_aa(rng: np.random.Generator, units: int, per_unit: int) -> pa.Table:
+    """An A/A test whose units differ a lot (each has its own conversion rate) and make many
+    requests each: requests of one unit are correlated, as real users' are."""
+    rates = rng.beta(0.5, 1.5, units)
+    arms = np.where(rng.random(units) < 0.5, "control", "treatment")
+    unit_ids = np.repeat([f"u{i}" for i in range(units)], per_unit)
+    labels = (rng.random(units * per_unit) < np.repeat(rates, per_unit)).astype(float)
+    return pa.table(
+        {"variant": np.repeat(arms, per_unit).tolist(), "unit": unit_ids, "label": labels}
+    )
+
+
+def test_by_unit_keeps_its_false_positive_rate_where_by_row_does_not() -> None:
+    rng = np.random.default_rng(11)
+    by_unit = by_row = 0
+    runs = 400
+    for _ in range(runs):
+        table = clustered_aa(rng, units=60, per_unit=20)
+        by_unit += analyze_ab(table, unit_column="unit").effects["treatment"].significant
+        by_row += analyze_ab(table).effects["treatment"].significant
+    assert 0.02 <= by_unit / runs <= 0.09  # near alpha = 5 %
+    assert by_row / runs > 0.3  # requests of a unit are not independent observations
+
+
+def test_by_unit_means_each_units_values_and_counts_mixed_units() -> None:
+    table = pa.table(
+        {
+            "variant": ["control", "control", "treatment", "treatment", "control", "treatment"]
+            + ["control", "treatment"] * 2,
+            "unit": ["a", "a", "b", "b", "c", "c", "d", "e", "f", "g"],
+            "label": [1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0],
+        }
+    )
+    result = analyze_ab(table, unit_column="unit")
+    assert (result.unit, result.mixed_units, result.kind) == ("unit", 1, "mean")  # c: both arms
+    arms = {a.variant: (a.n, a.mean) for a in result.arms}
+    # control units a (0.5), d (0), f (1); treatment units b (1), e (1), g (0)
+    assert arms["control"] == (3, pytest.approx(0.5))
+    assert arms["treatment"] == (3, pytest.approx(2 / 3))
+    assert result.srm.observed == {"control": 4, "treatment": 4}  # distinct units, c in both

@@ -136,13 +136,15 @@ def test_canary_share_is_sticky_per_unit_and_logged(models: Models) -> None:
         assert again == dict(zip(units, variants, strict=True))
         records = logged(project.root / "predictions", body["request_ids"])
     assert len(records) == len(units)
-    for request_id, variant, version in zip(
-        body["request_ids"], variants, body["model_versions"], strict=True
+    for request_id, variant, version, unit in zip(
+        body["request_ids"], variants, body["model_versions"], units, strict=True
     ):
         assert (records[request_id]["variant"], records[request_id]["model_version"]) == (
             variant,
             version,
         )
+        # The unit is logged too, for analyses that count and compare units.
+        assert json.loads(records[request_id]["extra_json"])["unit"] == json.dumps([unit])
 
 
 def test_ab_arms_split_by_weight_and_answer_with_their_models(models: Models) -> None:

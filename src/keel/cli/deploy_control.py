@@ -186,7 +186,11 @@ def _print_ab(result: DeployReport) -> None:
     if ab is None:
         return
     arms = [(a.variant, a.assigned, a.n, a.mean, a.std) for a in ab.arms]
-    print_table(f"A/B arms on {ab.metric}", ["arm", "assigned", "with metric", "mean", "std"], arms)
+    by = "by unit" if ab.unit else "by request"
+    headers = ["arm", "assigned", "with metric", "mean", "std"]
+    print_table(f"A/B arms on {ab.metric} ({by})", headers, arms)
+    if ab.mixed_units:
+        print(f"{ab.mixed_units} unit(s) seen in several arms (a changed split) are left out")
     effects: list[tuple[Any, ...]] = [
         (
             arm,

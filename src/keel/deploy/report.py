@@ -8,6 +8,7 @@ its gates (``keel.deploy.gates``), an A/B test its per-arm analysis with the sam
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -25,10 +26,13 @@ from keel.deploy.records import get_deployment
 from keel.deploy.stats import srm_check
 from keel.deploy.stats_ab import ABReport, analyze_ab
 from keel.errors import InvalidInputError
+from keel.serving.predlog import UNIT
 
 if TYPE_CHECKING:
     from keel.deploy.spec import DeploymentSpec
     from keel.project import Project
+
+UNIT_COLUMN = "_unit"  # added to the log's columns for the analysis; no log column has this name
 
 __all__ = [
     "DeployReport",
@@ -251,15 +255,23 @@ def _ab(
     if pa.types.is_floating(values.type) or pa.types.is_integer(values.type):
         present = pc.drop_null(pc.cast(values, pa.float64())).to_pylist()
         kind = "proportion" if present and set(present) <= {0.0, 1.0} else "mean"
+    table, unit = _with_units(table)
     try:
         analysis = analyze_ab(
-            table, metric=metric, kind=kind, control=control, expected_weights=weights
+            table,
+            metric=metric,
+            kind=kind,
+            control=control,
+            expected_weights=weights,
+            unit_column=unit,
         )
     except InvalidInputError as exc:
-        counts = dict.fromkeys(weights, 0)
-        for variant in table["variant"].to_pylist():
-            if variant in counts:
-                counts[variant] += 1
+        seen: dict[str, set[object]] = {arm: set() for arm in weights}
+        rows = table.select(["variant", unit or "request_id"]).to_pylist()
+        for row in rows:
+            if row["variant"] in seen:
+                seen[row["variant"]].add(row[unit or "request_id"])
+        counts = {arm: len(found) for arm, found in seen.items()}
         note = f"no effect estimate yet: {exc}"
         if sum(counts.values()) and len(counts) >= 2:
             srm = srm_check(counts, weights)
@@ -268,6 +280,19 @@ def _ab(
             )
         return replace(base, note=note)
     return replace(base, ab=analysis)
+
+
+def _with_units(table: pa.Table) -> tuple[pa.Table, str | None]:
+    """``table`` with a column of each row's unit, when the server logged units (it does under
+    a canary or an A/B test, in the extra fields), and that column's name; else None."""
+    if "extra_json" not in table.column_names:
+        return table, None
+    extras = table["extra_json"].to_pylist()
+    units = [None if text is None else json.loads(text).get(UNIT) for text in extras]
+    if all(unit is None for unit in units):
+        return table, None
+    column = pa.array([None if u is None else str(u) for u in units], pa.string())
+    return table.append_column(UNIT_COLUMN, column), UNIT_COLUMN
 
 
 def _answers(table: pa.Table, variant: str) -> dict[str, tuple[bool, str | None, float | None]]:

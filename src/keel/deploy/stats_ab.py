@@ -40,7 +40,11 @@ class ArmSummary:
 
 @dataclass(frozen=True)
 class ABReport:
-    """Everything ``analyze_ab`` found; ``effects`` maps each treatment arm to its effect."""
+    """Everything ``analyze_ab`` found; ``effects`` maps each treatment arm to its effect.
+
+    ``unit`` names the column the analysis was made by (None: by row); ``mixed_units``
+    counts units seen in more than one arm, left out of the effects.
+    """
 
     metric: str
     kind: str
@@ -50,6 +54,8 @@ class ABReport:
     arms: tuple[ArmSummary, ...]
     effects: dict[str, EffectEstimate]
     srm: SRMResult
+    unit: str | None = None
+    mixed_units: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (infinite interval ends become None)."""
@@ -92,6 +98,37 @@ def _assigned(table: pa.Table, variants: np.ndarray, arm: str, unit_column: str 
         return int(mask.sum())
     units = _column(table, unit_column, "unit").to_numpy(zero_copy_only=False)
     return len({u for u in units[mask] if u is not None})
+
+
+def per_unit(
+    units: np.ndarray, variants: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """Rows to units: each unit's arm and the mean of its present values (NaN: none), units
+    in order of first appearance (a row without a unit is a unit of its own); also the number
+    of units seen in several arms (left out) and whether any unit has more than one value.
+
+    >>> per_unit(np.array(["u", "v", "u"], object), np.array(["a", "b", "a"], object),
+    ...          np.array([1.0, 0.0, 0.0]))[1]
+    array([0.5, 0. ])
+    """
+    arm_of: dict[object, object] = {}
+    sums: dict[object, float] = {}
+    counts: dict[object, int] = {}
+    mixed: set[object] = set()
+    for i, (unit, variant, value) in enumerate(zip(units, variants, values, strict=True)):
+        key = ("row", i) if unit is None else unit
+        if arm_of.setdefault(key, variant) != variant:
+            mixed.add(key)
+        if not math.isnan(value):
+            sums[key] = sums.get(key, 0.0) + float(value)
+            counts[key] = counts.get(key, 0) + 1
+    kept = [key for key in arm_of if key not in mixed]
+    unit_variants = np.array([arm_of[key] for key in kept], dtype=object)
+    unit_values = np.array(
+        [sums[key] / counts[key] if key in counts else math.nan for key in kept], dtype=float
+    )
+    repeated = any(counts.get(key, 0) > 1 for key in kept)
+    return unit_variants, unit_values, len(mixed), repeated
 
 
 def _sequential(
@@ -193,6 +230,12 @@ def analyze_ab(
     detectable effect is better). The sample-ratio check compares the rows (or distinct
     ``unit_column`` values) per arm with ``expected_weights`` (default: equal).
 
+    With ``unit_column`` the effects are estimated by unit too: the unit — the entity traffic is
+    assigned by — is what was randomized, and one unit's many requests are not independent
+    observations (treating them as such makes confidence intervals too narrow and false
+    positives frequent). Each unit contributes the mean of its metric values, compared with
+    Welch's t; units seen in several arms (a changed split) are left out and counted.
+
     Example:
         >>> t = pa.table({"variant": ["control", "treatment"] * 50, "label": [0.0, 1.0] * 50})
         >>> report = analyze_ab(t)
@@ -219,6 +262,13 @@ def analyze_ab(
         )
     weights = expected_weights if expected_weights is not None else dict.fromkeys(arms, 1.0)
     srm = srm_check({arm: _assigned(table, variants, arm, unit_column) for arm in arms}, weights)
+    mixed = 0
+    if unit_column is not None:
+        units = _column(table, unit_column, "unit").to_numpy(zero_copy_only=False)
+        variants, values, mixed, repeated = per_unit(units, variants, values)
+        if repeated:
+            kind = "mean"  # a unit's mean of 0/1 values is a rate, not a 0/1 outcome
+        present = ~np.isnan(values)
     per_arm = {arm: values[(variants == arm) & present] for arm in arms}
     summaries = tuple(
         ArmSummary(
@@ -252,4 +302,6 @@ def analyze_ab(
         arms=summaries,
         effects=effects,
         srm=srm,
+        unit=unit_column,
+        mixed_units=mixed,
     )

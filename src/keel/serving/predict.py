@@ -35,6 +35,7 @@ from keel.errors import (
     StoreError,
 )
 from keel.registry.array_input import quiet_unnamed_input
+from keel.serving.predlog import UNIT
 from keel.serving.router import split
 from keel.serving.shadow import ShadowJob
 
@@ -236,7 +237,7 @@ class Predictor:
         """The rows of ``len(sizes)`` requests (``sizes`` rows each, in order), checked by
         check_rows. A failure is logged and counted unless ``quiet`` (the caller retries)."""
         ids = [uuid.uuid4().hex for _ in checked]
-        variants = route.assign(checked, ids)
+        variants, units = route.assign_units(checked, ids)
         predictions: list[Any] = [None] * len(checked)
         inputs: list[dict[str, Any]] = [{}] * len(checked)
         timings: dict[str, tuple[float, float]] = {}
@@ -261,9 +262,20 @@ class Predictor:
         models = [route.models[v] for v in variants]
         if self.log is not None:
             answered = zip(models, variants, ids, inputs, predictions, strict=True)
-            for model, variant, request_id, features, prediction in answered:
-                record = (request_id, time_us, features, prediction, latency_us, 200)
-                self.log.append(log_record(source_of(model), variant, *record))
+            for i, (model, variant, request_id, features, prediction) in enumerate(answered):
+                record = log_record(
+                    source_of(model),
+                    variant,
+                    request_id,
+                    time_us,
+                    features,
+                    prediction,
+                    latency_us,
+                    200,
+                )
+                if units is not None:
+                    record[UNIT] = units[i]  # kept in the log's extra fields
+                self.log.append(record)
         self._measure(route.models, variants, sizes, timings, start_ns)
         candidate = route.shadow
         if candidate is not None and self.shadow is not None:

@@ -48,6 +48,9 @@ BASE_SCHEMA = pa.schema(
         ("log_offset", pa.int64()),
     ]
 )
+# The extra field naming a row's unit (the entity traffic is split by) under a canary or an
+# A/B test; kept in extra_json, read by `keel deploy report`.
+UNIT = "unit"
 _KNOWN = {"request_id", "time_us", "endpoint", "variant", "model", "model_version"}
 _KNOWN |= {"features", "prediction", "latency_us", "status"}
 

@@ -65,13 +65,21 @@ class Route:
 
     def assign(self, rows: Sequence[Mapping[str, Any]], request_ids: Sequence[str]) -> list[str]:
         """The variant answering each row (see the module docstring for the unit)."""
+        return self.assign_units(rows, request_ids)[0]
+
+    def assign_units(
+        self, rows: Sequence[Mapping[str, Any]], request_ids: Sequence[str]
+    ) -> tuple[list[str], list[str] | None]:
+        """The variant answering each row and, when the deployment splits traffic (canary,
+        A/B), each row's unit — logged so an analysis can count and compare units."""
         if self.spec.strategy in ("single", SHADOW):
-            return [PRIMARY] * len(rows)  # nothing to hash: the primary answers every row
+            return [PRIMARY] * len(rows), None  # nothing to hash: the primary answers all
         keys = self.primary.keys
-        return [
-            assign(self.spec, unit_of(row, keys, request_id))
+        units = [
+            unit_of(row, keys, request_id)
             for row, request_id in zip(rows, request_ids, strict=True)
         ]
+        return [assign(self.spec, unit) for unit in units], units
 
 
 def unit_of(row: Mapping[str, Any], keys: Sequence[str], request_id: str) -> str:
