@@ -39,7 +39,8 @@ from keel.serving.batching import Batcher
 from keel.serving.endpoints import EndpointRegistry
 from keel.serving.metrics import ServerMetrics
 from keel.serving.middleware import AccessLogMiddleware, SizeLimitMiddleware
-from keel.serving.predict import PredictionSink, Predictor, status_for
+from keel.serving.pipeline import status_for
+from keel.serving.predict import PredictionSink, Predictor
 from keel.serving.router import DEFAULT_REFRESH_S, Router
 from keel.serving.shadow import DEFAULT_QUEUE_SIZE, Shadow, ShadowQueue, check_queue_size
 

@@ -144,7 +144,7 @@ def predict_copy(
 ) -> CopyOutcome:
     """Predict one copy with ``candidate`` and log each row as variant ``"shadow"`` under the
     request id the client received; a failing candidate logs its error status instead."""
-    from keel.serving.predict import model_columns, run_model, source_of, status_for
+    from keel.serving.pipeline import model_columns, run_model, source_of, status_for
 
     started = time.perf_counter_ns()
     inputs: list[dict[str, Any]] = [{} for _ in rows]
@@ -183,7 +183,7 @@ def log_copy(
 ) -> None:
     """Log each row of a copy as variant ``"shadow"``; ``source`` is (endpoint, model name,
     model version), see keel.serving.predict.source_of."""
-    from keel.serving.predict import log_record
+    from keel.serving.pipeline import log_record
 
     if log is None:
         return

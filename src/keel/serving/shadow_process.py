@@ -240,7 +240,7 @@ def _predict_task(
 ) -> CopyOutcome:
     from keel.config import EndpointConfig
     from keel.errors import KeelError
-    from keel.serving.predict import status_for
+    from keel.serving.pipeline import status_for
 
     key = (task.endpoint, task.ref, task.features_service)
     if key not in loaded:
