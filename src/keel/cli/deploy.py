@@ -172,7 +172,7 @@ def history_cmd(
     with project_session() as project:
         events = history(project, endpoint)
     if as_json:
-        print_json([_event_json(e) for e in events])
+        print_json([e.to_dict() for e in events])
         return
     print_history(endpoint, events)
 
@@ -238,14 +238,7 @@ def _print_deployment(deployment: Deployment, as_json: bool) -> None:
     from keel.cli.output import print_json
 
     if as_json:
-        print_json(
-            {
-                "endpoint": deployment.endpoint,
-                "version": deployment.version,
-                "updated_at": deployment.updated_at,
-                "spec": deployment.spec.to_dict(),
-            }
-        )
+        print_json(deployment.to_dict())
         return
     extra = [("version", deployment.version), ("updated", deployment.updated_at)]
     _print_spec(f"Endpoint {deployment.endpoint}", deployment.spec, extra)
@@ -287,15 +280,3 @@ def _summary(spec: DeploymentSpec) -> str:
 
 def _spec_json(spec: DeploymentSpec | None) -> dict[str, Any] | None:
     return None if spec is None else spec.to_dict()
-
-
-def _event_json(event: DeploymentEvent) -> dict[str, Any]:
-    return {
-        "endpoint": event.endpoint,
-        "version": event.version,
-        "at": event.at,
-        "author": event.author,
-        "reason": event.reason,
-        "action": event.action,
-        "spec": event.spec.to_dict(),
-    }

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -31,6 +31,18 @@ class DeploymentEvent:
     reason: str | None
     action: str
     spec: DeploymentSpec
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `keel deploy history --json` and the admin API answer with."""
+        return {
+            "endpoint": self.endpoint,
+            "version": self.version,
+            "at": self.at,
+            "author": self.author,
+            "reason": self.reason,
+            "action": self.action,
+            "spec": self.spec.to_dict(),
+        }
 
 
 def history(project: Project, endpoint: str) -> list[DeploymentEvent]:

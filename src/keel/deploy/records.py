@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +39,15 @@ class Deployment:
     spec: DeploymentSpec
     version: int
     updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `keel deploy show --json` and the admin API answer with."""
+        return {
+            "endpoint": self.endpoint,
+            "version": self.version,
+            "updated_at": self.updated_at,
+            "spec": self.spec.to_dict(),
+        }
 
 
 Change = Callable[[DeploymentSpec | None, int], DeploymentSpec]

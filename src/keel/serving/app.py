@@ -33,7 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from keel.errors import ConfigError, InvalidInputError, KeelError
-from keel.serving import feedback_api, mlflow, native, v2
+from keel.serving import admin_api, feedback_api, mlflow, native, v2
 from keel.serving.auth import ApiKeyMiddleware, ApiKeys
 from keel.serving.batching import Batcher
 from keel.serving.endpoints import EndpointRegistry
@@ -131,11 +131,13 @@ def create_app(
         description="Predictions from a Keel project's registered models.",
     )
     app.state.predictor = predictor
+    app.state.project = project
     app.state.batcher = Batcher(predictor)
     app.include_router(native.router)
     app.include_router(v2.router)
     app.include_router(mlflow.router)
     app.include_router(feedback_api.router)
+    app.include_router(admin_api.router)
     _add_health(app, predictor)
     app.add_exception_handler(KeelError, _keel_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
