@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -288,3 +290,62 @@ def test_tracked_folders_may_not_hold_special_files(sqlite_project: Project) -> 
     os.mkfifo(folder / "pipe")
     with pytest.raises(InvalidInputError, match="not a regular file"):
         add(sqlite_project, ["odd"])
+
+
+def _replace_keeping_size_and_mtime(file: Path, data: bytes) -> None:
+    """New bytes of the same length under a new inode, dated like the old file."""
+    old = file.stat()
+    fresh = file.with_name(file.name + ".new")
+    fresh.write_bytes(data)
+    os.utime(fresh, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(fresh, file)
+
+
+def _rewrite_keeping_inode_and_mtime(file: Path, data: bytes) -> None:
+    """Other bytes (another length) in the same inode, dated like the old file."""
+    old = file.stat()
+    file.write_bytes(data)
+    os.utime(file, ns=(old.st_atime_ns, old.st_mtime_ns))
+
+
+@pytest.mark.parametrize(
+    ("edit", "new_bytes"),
+    [(_replace_keeping_size_and_mtime, b"cat-1"), (_rewrite_keeping_inode_and_mtime, b"longer")],
+)
+def test_a_file_is_rehashed_when_any_of_inode_size_and_mtime_differs(
+    sqlite_project: Project,
+    counter: HashCounter,
+    edit: Callable[[Path, bytes], None],
+    new_bytes: bytes,
+) -> None:
+    root = sqlite_project.root
+    for i in range(3):
+        write(root / "set" / f"{i}.txt", f"cat-{i + 2}".encode())
+    add(sqlite_project, ["set"])
+    assert counter.files == 3
+    edit(root / "set" / "1.txt", new_bytes)
+    report = status(sqlite_project)
+    assert counter.files == 4  # the edited file only
+    assert report.modified == ["set"]
+    assert report.paths[0].detail == "1 changed"
+    [pointer] = add(sqlite_project, ["set"])
+    assert pointer.size == len(b"cat-2cat-4") + len(new_bytes)
+    assert counter.files == 4  # its new stat was remembered
+
+
+def test_status_without_a_remote_leaves_the_remote_modules_unimported(
+    sqlite_project: Project,
+) -> None:
+    """No remote configured and none named: status has nothing to ask a remote, so it does
+    not pay for importing keel.data.remote (a fresh interpreter shows what was imported)."""
+    write(sqlite_project.root / "a.bin", b"a")
+    add(sqlite_project, ["a.bin"])
+    code = (
+        "import sys\n"
+        "from keel.data import status\n"
+        "from keel.project import Project\n"
+        f"report = status(Project({str(sqlite_project.root)!r}, environ={{}}))\n"
+        "print(report.remote, report.clean, 'keel.data.remote' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["None", "True", "False"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from keel.data.pointer import SUFFIX, pointer_file_for
@@ -55,7 +56,7 @@ def check_not_nested(root: Path, rel: str) -> None:
             )
 
 
-def check_no_pointers_inside(rel: str, names: list[str]) -> None:
+def check_no_pointers_inside(rel: str, names: Iterable[str]) -> None:
     """Refuse a folder whose files (``names``, relative to it) include pointer files."""
     inner = next((name for name in names if name.endswith(SUFFIX)), None)
     if inner is not None:

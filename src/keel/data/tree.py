@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from pathlib import Path
 
 from keel.core.hashing import sha256_bytes
@@ -83,7 +84,7 @@ def list_files(folder: Path) -> list[tuple[str, os.stat_result]]:
                 if TEMP_MARK in item.name and item.name.startswith("."):
                     continue  # a file an interrupted checkout left; never data
                 found.append((prefix + item.name, st))
-    found.sort(key=lambda pair: pair[0])
+    found.sort(key=itemgetter(0))
     return found
 
 
@@ -109,19 +110,10 @@ def scan(
         raise InvalidInputError(f"{target} is neither a file nor a folder")
     known = stats.load(rel)
     rows = known.rows
-    hashes: list[str] = []
-    todo: list[int] = []
-    for i, (name, s) in enumerate(listed):
-        row = rows.get(name)
-        if row is not None and row[:3] == (s.st_ino, s.st_size, s.st_mtime_ns):
-            hashes.append(row[3])
-        else:
-            hashes.append("")
-            todo.append(i)
+    hashes, todo, size = _match_rows(listed, rows)
     if todo:
         base = target if kind == "dir" else target.parent
         _hash(base, listed, hashes, todo, rows, cache, jobs, progress)
-    size = sum(s.st_size for _, s in listed)
     found = Scan(kind, "", size, listed, hashes, len(todo))
     unchanged = not todo and len(rows) == len(listed)
     if kind == "file":
@@ -133,6 +125,32 @@ def scan(
     if not unchanged or known.sha256 != found.sha256:
         _remember(stats, rel, found, seen_ns)
     return found
+
+
+def _match_rows(
+    listed: list[tuple[str, os.stat_result]], rows: dict[str, Row]
+) -> tuple[list[str], list[int], int]:
+    """(the hash of each listed file, "" where its stat matches no row; the indexes of those
+    files, to hash; the bytes of all files). Once per file on every status and add, so one
+    pass with the fields compared in place (no tuple built per file; mtime differs first)."""
+    hashes: list[str] = []
+    todo: list[int] = []
+    size = 0
+    get = rows.get
+    for i, (name, s) in enumerate(listed):
+        size += s.st_size
+        row = get(name)
+        if (
+            row is not None
+            and row[2] == s.st_mtime_ns
+            and row[1] == s.st_size
+            and row[0] == s.st_ino
+        ):
+            hashes.append(row[3])
+        else:
+            hashes.append("")
+            todo.append(i)
+    return hashes, todo, size
 
 
 def _hash(

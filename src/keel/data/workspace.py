@@ -92,7 +92,7 @@ def add(
         scans = [scan(root, rel, stats, cache=cache, jobs=jobs, progress=progress) for rel in rels]
         for rel, found in zip(rels, scans, strict=True):
             if found.kind == "dir":
-                check_no_pointers_inside(rel, [name for name, _ in found.listed])
+                check_no_pointers_inside(rel, (name for name, _ in found.listed))
         # Every object is stored before any pointer is written: a failure leaves no pointer
         # naming data the cache does not hold.
         for rel, found in zip(rels, scans, strict=True):
@@ -299,6 +299,9 @@ def _absent_on_remote(
     project: Project, name: str | None, needed: list[Callable[[], set[str]]]
 ) -> tuple[set[str] | None, str | None]:
     """Objects the remote lacks, and the remote's name; (None, None) without a remote."""
+    data = project.config.data
+    if name is None and data.remote is None and not data.remotes:
+        return None, None  # no remote to ask: status does not pay for importing the remotes
     from keel.data.remote import configured_remote
 
     found = configured_remote(project, name)
