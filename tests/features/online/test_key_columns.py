@@ -6,12 +6,13 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keel.errors import InvalidInputError
 from keel.features.online import RowBatch, open_online_store
-from keel.features.online.keys import KeyColumns, encode_keys
+from keel.features.online.batch import prepare_batch
+from keel.features.online.keys import KeyColumns, encode_keys, encode_table
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 PARTS: dict[str, tuple[Any, pa.DataType]] = {
@@ -24,6 +25,7 @@ PARTS: dict[str, tuple[Any, pa.DataType]] = {
 }
 
 
+@settings(deadline=None)  # the first example imports pyarrow.compute and NumPy paths
 @given(
     kinds=st.lists(st.sampled_from(sorted(PARTS)), min_size=1, max_size=3),
     data=st.data(),
@@ -39,6 +41,15 @@ def test_columns_encode_like_tuples(kinds: list[str], data: st.DataObject) -> No
     assert list(keys) == tuples
     if rows:
         assert keys[rows - 1] == tuples[-1]
+    # Integer columns also encode as one table, row by row the same bytes.
+    table = encode_table(keys)
+    if all(pa.types.is_integer(PARTS[k][1]) for k in kinds):
+        assert [row.tobytes() for row in table] == encode_keys(tuples)
+        batch = RowBatch(keys=keys, features={"x": [0.0] * rows}, event_ts=[1] * rows)
+        assert prepare_batch("v", "1", batch, expire_after=None).keys == encode_keys(tuples)
+    else:
+        assert table is None
+    assert encode_table(tuples) is None  # tuples are encoded one by one
 
 
 def test_null_parts_and_out_of_range_integers_are_refused() -> None:
@@ -46,6 +57,10 @@ def test_null_parts_and_out_of_range_integers_are_refused() -> None:
         KeyColumns([pa.array([1, None], pa.int64())]).encode()
     with pytest.raises(InvalidInputError, match="int64 range"):
         KeyColumns([pa.array([2**63], pa.uint64())]).encode()
+    with pytest.raises(InvalidInputError, match="null"):
+        encode_table(KeyColumns([pa.array([1, None], pa.int64())]))
+    with pytest.raises(InvalidInputError, match="int64 range"):
+        encode_table(KeyColumns([pa.array([1]), pa.array([2**63], pa.uint64())]))
     with pytest.raises(InvalidInputError, match="equal length"):
         KeyColumns([pa.array([1]), pa.array([1, 2])])
 

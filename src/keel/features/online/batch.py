@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from keel.errors import InvalidInputError
 from keel.features.online.base import RowBatch, check_version, check_view_name
-from keel.features.online.codec import Layout, Packed, layout_for, pack_rows
+from keel.features.online.codec import Layout, Packed, Scratch, layout_for, pack_rows
 from keel.features.online.columns import Column, timestamps_us, to_column
-from keel.features.online.keys import encode_keys
+from keel.features.online.keys import encode_keys, encode_table
 
 # created_ts when the source has none: older than any real ingestion time, so ties on
 # event_ts fall back to "the later write wins".
@@ -20,32 +21,51 @@ NO_CREATED_US = -(1 << 63)
 _MICRO = timedelta(microseconds=1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PreparedBatch:
     """A checked batch: ``keys[i]`` gets row i, ordered by ``(event_us[i], created_us[i])``.
 
     Rows are packed on demand, so a backend can pack and send one block while the server
-    stores the previous one.
+    stores the previous one. Keys of integer columns are encoded as one table
+    (``key_table``); ``keys`` cuts it into bytes objects only when a backend asks.
     """
 
     layout: Layout
-    keys: list[bytes]
     columns: list[Column]
     event_us: Any  # int64 arrays
     created_us: Any
     expires_us: Any  # int64 array, or None when no physical expiry was asked for
+    key_table: Any  # uint8 table, row i the encoded key of row i; None: see key_list
+    key_list: list[bytes] | None  # the encoded keys, when they have no table
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.event_us)
 
-    def pack(self, start: int = 0, end: int | None = None, *, order_prefix: bool = False) -> Packed:
+    @cached_property
+    def keys(self) -> list[bytes]:
+        """The encoded entity key of each row."""
+        if self.key_list is not None:
+            return self.key_list
+        raw = self.key_table.tobytes()
+        width = self.key_table.shape[1]
+        return [raw[at : at + width] for at in range(0, len(raw), width)]
+
+    def pack(
+        self,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        order_prefix: bool = False,
+        scratch: Scratch | None = None,
+    ) -> Packed:
         """Rows ``start:end`` packed (codec.py); with ``order_prefix`` each starts with the
-        16-byte (event, created) prefix that sorts bytewise."""
+        16-byte (event, created) prefix that sorts bytewise. With ``scratch``, packed into its
+        memory (valid until its next use)."""
         end = len(self) if end is None else min(end, len(self))
         part = slice(start, end)
         columns = [column[part] for column in self.columns]  # views, not copies, for arrays
         prefix = (self.event_us[part], self.created_us[part]) if order_prefix else None
-        return pack_rows(self.layout, columns, end - start, prefix)
+        return pack_rows(self.layout, columns, end - start, prefix, scratch)
 
 
 def prepare_batch(
@@ -70,10 +90,11 @@ def prepare_batch(
         created = np.full(length, NO_CREATED_US, dtype=np.int64)
     else:
         created = timestamps_us("created_ts", rows.created_ts, length)
-    keys = encode_keys(rows.keys)
+    table = encode_table(rows.keys)
+    keys = encode_keys(rows.keys) if table is None else None
     layout = layout_for(view, version, columns)
     expires = _expiry(event, expire_after)
-    return PreparedBatch(layout, keys, list(columns.values()), event, created, expires)
+    return PreparedBatch(layout, list(columns.values()), event, created, expires, table, keys)
 
 
 def _expiry(event: Any, expire_after: timedelta | None) -> Any:

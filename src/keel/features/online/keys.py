@@ -111,30 +111,56 @@ class KeyColumns(Sequence[tuple[Any, ...]]):
         return [b"".join(row) for row in zip(*parts, strict=True)]
 
 
-def _encode_column(column: Any) -> list[bytes]:
+def encode_table(keys: Sequence[Sequence[object]]) -> Any | None:
+    """The encoded keys as one uint8 table, row i the bytes of ``encode_key(keys[i])``, when
+    ``keys`` are `KeyColumns` of integers only (a fixed width: 9 bytes a part); else None.
+    Raises as :func:`encode_keys` does, without a bytes object per key."""
     import numpy as np
     import pyarrow as pa
 
+    if not isinstance(keys, KeyColumns):
+        return None
+    if not all(pa.types.is_integer(column.type) for column in keys.columns):
+        return None
+    tables = [_int_table(column) for column in keys.columns]
+    return tables[0] if len(tables) == 1 else np.hstack(tables)
+
+
+def _encode_column(column: Any) -> list[bytes]:
+    import pyarrow as pa
+
+    if pa.types.is_integer(column.type):
+        raw = _int_table(column).tobytes()
+        return [raw[at : at + 9] for at in range(0, len(raw), 9)]
+    _check_no_nulls(column)
+    return [_part(value, (value,)) for value in column.to_pylist()]
+
+
+def _int_table(column: Any) -> Any:
+    """An integer key column encoded as a (rows, 9) uint8 table: b"i" + 8 bytes big-endian."""
+    import numpy as np
+
+    _check_no_nulls(column)
+    values = column.to_numpy(zero_copy_only=False)
+    if values.dtype == np.uint64 and len(values) and values.max() > _INT64_MAX:
+        raise InvalidInputError(
+            f"an entity key has the integer {int(values.max())}, outside the int64 range; "
+            "use a str key for larger numbers"
+        )
+    # Records of a tag and a big-endian int: two strided copies rather than a loop per row.
+    packed = np.empty(len(values), dtype=[("tag", "u1"), ("value", ">i8")])
+    packed["tag"] = ord("i")
+    packed["value"] = values
+    return packed.view(np.uint8).reshape(len(values), 9)
+
+
+def _check_no_nulls(column: Any) -> None:
     if column.null_count:
         bad = column.is_null().to_numpy(zero_copy_only=False).argmax()
         raise InvalidInputError(
             f"entity key part {column[int(bad)]!r} at row {int(bad)} is null; rows with null "
             "keys cannot be stored online"
         )
-    if pa.types.is_integer(column.type):
-        values = column.to_numpy(zero_copy_only=False)
-        if values.dtype == np.uint64 and len(values) and values.max() > _INT64_MAX:
-            raise InvalidInputError(
-                f"an entity key has the integer {int(values.max())}, outside the int64 range; "
-                "use a str key for larger numbers"
-            )
-        # b"i" + 8 bytes big-endian, row after row, then cut into 9-byte keys.
-        packed = np.empty((len(values), 9), dtype=np.uint8)
-        packed[:, 0] = ord("i")
-        packed[:, 1:] = values.astype(">i8").view(np.uint8).reshape(-1, 8)
-        raw = packed.tobytes()
-        return [raw[at : at + 9] for at in range(0, len(raw), 9)]
-    return [_part(value, (value,)) for value in column.to_pylist()]
 
 
 _INT64_MAX = (1 << 63) - 1

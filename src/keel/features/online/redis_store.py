@@ -2,9 +2,9 @@
 
 Keys: ``{prefix}:r:{view}:{encoded entity key}`` hold a 16-byte order prefix (event, created
 µs, offset-binary big-endian) followed by the packed row (codec.py); ``{prefix}:views`` and
-``{prefix}:layouts`` are hashes of the catalog. A write is a Lua script per chunk of keys that
-compares order prefixes server-side (atomic: concurrent writers cannot lose the newest row),
-streamed so the client packs the next chunk while the server stores the last. A lookup is one
+``{prefix}:layouts`` are hashes of the catalog. A write stores chunks of keys with MSETNX where
+none exists yet, else with a Lua script comparing order prefixes server-side (atomic either
+way: concurrent writers cannot lose the newest row), see redis_writes.py. A lookup is one
 GET or MGET round trip on a connection of the store's own (redis_wire.Link). The event log of
 windowed aggregations is a sorted set per (view, entity key), see redis_events.py.
 """
@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 
 from keel.errors import InvalidInputError, StoreError
-from keel.features.online import redis_events
+from keel.features.online import redis_events, redis_writes
 from keel.features.online.base import (
     ClosingMixin,
     EventRows,
@@ -33,57 +33,14 @@ from keel.features.online.base import (
     check_view_name,
     chunks,
 )
-from keel.features.online.batch import PreparedBatch, prepare_batch
+from keel.features.online.batch import prepare_batch
 from keel.features.online.catalog import Catalog, entry_version, view_entry
 from keel.features.online.events import check_range, gather, prepare_events
 from keel.features.online.keys import encode_keys
-from keel.features.online.redis_wire import Link, ReplyError, RowFrames, bulk, command
+from keel.features.online.redis_wire import Command, Link, ReplyError, command
 
-_WRITE_CHUNK = 512  # keys per script call: bounds how long one call blocks the server (~1 ms)
-# (and keeps MSET's arguments well under Lua's C-stack limit of 8000)
 _READ_CHUNK = 1000
-_PACK_BLOCK = 16 * _WRITE_CHUNK  # rows packed at a time, while the server stores the last
 _SIGN = 1 << 63
-# Upsert keeping the greatest order prefix: one MGET, then one MSET (or a SET PXAT per key when
-# expiring) for the rows that win — two server calls per chunk rather than two per key. ``best``
-# carries the winner so far of a key that repeats within the chunk. Lua compares strings with
-# strcoll (locale-dependent), so prefixes are compared as four exact 32-bit numbers instead.
-_UPSERT_LUA = b"""
-local order = struct.unpack
-local count = #KEYS
-local expiring = #ARGV > count
-local stored = redis.call('MGET', unpack(KEYS))
-local best, expiry, applied = {}, {}, 0
-for i = 1, count do
-  local key, row = KEYS[i], ARGV[i]
-  local cur = best[key] or stored[i]
-  local newer = true
-  if cur then
-    local c1, c2, c3, c4 = order('>I4>I4>I4>I4', cur)
-    local r1, r2, r3, r4 = order('>I4>I4>I4>I4', row)
-    if r1 ~= c1 then newer = r1 > c1
-    elseif r2 ~= c2 then newer = r2 > c2
-    elseif r3 ~= c3 then newer = r3 > c3
-    else newer = r4 >= c4 end
-  end
-  if newer then
-    best[key] = row
-    expiry[key] = ARGV[count + i]
-    applied = applied + 1
-  end
-end
-if expiring then
-  for key, row in pairs(best) do redis.call('SET', key, row, 'PXAT', expiry[key]) end
-elseif applied > 0 then
-  local args = {}
-  for key, row in pairs(best) do
-    args[#args + 1] = key
-    args[#args + 1] = row
-  end
-  redis.call('MSET', unpack(args))
-end
-return applied
-"""
 
 
 class RedisOnlineStore(ClosingMixin):
@@ -142,30 +99,16 @@ class RedisOnlineStore(ClosingMixin):
         self, view: str, version: str, rows: RowBatch, *, expire_after: timedelta | None = None
     ) -> int:
         batch = prepare_batch(view, version, rows, expire_after=expire_after)
-        commands = self._write_commands(view, version, batch)
-        replies = self._roundtrip(commands, retry=False, spin=False)
-        self._catalog.remember(batch.layout)
-        return sum(replies[2:])
-
-    def _write_commands(self, view: str, version: str, batch: PreparedBatch) -> Iterator[bytes]:
-        """The commands of one write, produced while earlier ones are already being sent, so
-        the client builds chunk n+1 while the server runs chunk n."""
         layout = batch.layout
-        # The catalog goes first on the same connection, so no reader meets an unknown layout.
-        yield command(b"HSET", self._views_key, view.encode(), _entry(version, layout.names))
-        yield command(b"HSET", self._layouts_key, b"%d" % layout.id, layout.spec().encode())
-        row_prefix = self._row_prefix(view)
-        expiry = None if batch.expires_us is None else _pxat(batch.expires_us)
-        for block in range(0, len(batch), _PACK_BLOCK):
-            frames = RowFrames(batch.pack(block, block + _PACK_BLOCK, order_prefix=True))
-            for at in range(block, min(block + _PACK_BLOCK, len(batch)), _WRITE_CHUNK):
-                end = min(at + _WRITE_CHUNK, len(batch))
-                keys = [row_prefix + key for key in batch.keys[at:end]]
-                body = [bulk(keys), frames.frame(at - block, end - block)]
-                if expiry is not None:
-                    body.append(bulk(expiry[at:end]))
-                head = bulk([b"EVAL", _UPSERT_LUA, b"%d" % (end - at)])
-                yield b"*%d\r\n%b%b" % (3 + (end - at) * len(body), head, b"".join(body))
+        # The catalog goes first, so no reader meets an unknown layout.
+        catalog = [
+            command(b"HSET", self._views_key, view.encode(), _entry(version, layout.names)),
+            command(b"HSET", self._layouts_key, b"%d" % layout.id, layout.spec().encode()),
+        ]
+        send = partial(self._roundtrip, retry=False, spin=False)
+        applied = redis_writes.write_rows(send, self._row_prefix(view), batch, catalog)
+        self._catalog.remember(layout)
+        return applied
 
     def append_events(self, view: str, version: str, rows: RowBatch, *, retain: timedelta) -> int:
         events = prepare_events(view, version, rows, retain=retain)
@@ -273,7 +216,7 @@ class RedisOnlineStore(ClosingMixin):
         return found
 
     def _roundtrip(
-        self, commands: Iterable[bytes], *, retry: bool = True, spin: bool = True
+        self, commands: Iterable[Command], *, retry: bool = True, spin: bool = True
     ) -> list[Any]:
         """Send ``commands`` pipelined on one connection; one reply each, in order.
 
@@ -311,12 +254,6 @@ class RedisOnlineStore(ClosingMixin):
 
 def _entry(version: str, names: Sequence[str]) -> bytes:
     return view_entry(version, list(names)).encode()
-
-
-def _pxat(expires_us: Any) -> list[bytes]:
-    # PXAT needs a positive time; a time in the past simply drops the key at once.
-    millis = (expires_us + 999) // 1000
-    return [b"%d" % max(ms, 1) for ms in millis.tolist()]
 
 
 def _text(value: bytes | str) -> str:

@@ -15,7 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from keel.features.online.codec import Packed
+from keel.features.online.codec import Packed, Scratch
+
+# A command: its bytes, or consecutive parts of them (buffers, such as views of a NumPy table,
+# sent without being joined first).
+Command = bytes | tuple[Any, ...]
 
 
 class ReplyError(Exception):
@@ -35,12 +39,16 @@ class Link:
         self._buffer = b""
         self._position = 0
 
-    def roundtrip(self, commands: Iterable[bytes], spin_ns: int = 0) -> list[Any]:
+    def roundtrip(self, commands: Iterable[Command], spin_ns: int = 0) -> list[Any]:
         """Send ``commands`` pipelined and read one reply each (errors raise ReplyError)."""
         sock = self._connected()
         sent = 0
         for packed in commands:
-            sock.sendall(packed)
+            if type(packed) is tuple:
+                for part in packed:
+                    sock.sendall(part)
+            else:
+                sock.sendall(packed)
             sent += 1
         if spin_ns:
             self._spin(spin_ns)
@@ -134,25 +142,97 @@ def bulk(items: Sequence[bytes]) -> bytes:
 
 
 class RowFrames:
-    """Packed rows framed as RESP bulk strings. Fixed-width rows (no str/bytes features) are
-    framed in one vectorized copy, so a 100k-row batch creates no per-row objects."""
+    """Packed rows framed as RESP bulk strings (rows ``offset``... of a batch). Fixed-width rows
+    (no str/bytes features) are framed in one vectorized copy, so a 100k-row batch creates no
+    per-row objects."""
 
-    def __init__(self, packed: Packed) -> None:
+    def __init__(self, packed: Packed, offset: int = 0) -> None:
+        self.offset = offset
         self._rows: list[bytes] | None = None
         self._framed: Any = None
         if packed.var_columns:
             self._rows = packed.rows()
-            return
-        table = packed.table
-        width = table.dtype.itemsize
-        head = np.frombuffer(b"$%d\r\n" % width, np.uint8)
-        framed = np.empty((len(table), len(head) + width + 2), np.uint8)
-        framed[:, : len(head)] = head
-        framed[:, len(head) : -2] = table.view(np.uint8).reshape(len(table), width)
-        framed[:, -2:] = np.frombuffer(b"\r\n", np.uint8)
-        self._framed = framed
+        else:
+            self._framed = side_by_side([[_row_table(packed)]], len(packed))
 
     def frame(self, start: int, end: int) -> bytes:
         if self._rows is not None:
             return bulk(self._rows[start:end])
         return bytes(self._framed[start:end].data)
+
+
+class PairFrames:
+    """``prefix + keys[i]`` then row i, as two RESP bulk strings per row: the arguments of
+    MSET and MSETNX (rows ``offset``... of a batch). ``keys`` is a list of bytes or a uint8
+    table with a key per row. Vectorized like :class:`RowFrames` when the keys have one width
+    and the rows are fixed-width (integer keys, no str/bytes features)."""
+
+    def __init__(
+        self,
+        prefix: bytes,
+        keys: Any,
+        packed: Packed,
+        offset: int = 0,
+        scratch: Scratch | None = None,
+    ) -> None:
+        self.offset = offset
+        self._pairs: list[bytes] | None = None
+        self._framed: Any = None
+        table = keys if isinstance(keys, np.ndarray) else _key_table(keys)
+        if packed.var_columns or table is None:
+            if isinstance(keys, np.ndarray):
+                keys = [row.tobytes() for row in keys]
+            self._pairs = [
+                b"$%d\r\n%b%b\r\n$%d\r\n%b\r\n"
+                % (len(prefix) + len(key), prefix, key, len(row), row)
+                for key, row in zip(keys, packed.rows(), strict=True)
+            ]
+        else:
+            arguments = [[prefix, table], [_row_table(packed)]]
+            self._framed = side_by_side(arguments, len(packed), scratch)
+
+    def frame(self, start: int, end: int) -> Any:
+        """The arguments of rows ``start:end``: bytes, or a view of the frames (no copy; with
+        a scratch, valid until its next use)."""
+        if self._pairs is not None:
+            return b"".join(self._pairs[start:end])
+        return self._framed[start:end].data
+
+
+def side_by_side(
+    arguments: Sequence[Sequence[Any]], rows: int, scratch: Scratch | None = None
+) -> Any:
+    """``rows`` rows of RESP bulk strings: each argument is made of pieces, bytes (the same in
+    every row) or uint8 tables (rows x width, a value per row). Built as a NumPy record per
+    row, one strided copy per piece; in the memory of ``scratch`` when given."""
+    fields: list[tuple[str, Any]] = []
+    values: list[Any] = []
+    for argument in arguments:
+        size = sum(len(p) if isinstance(p, bytes) else p.shape[1] for p in argument)
+        for piece in (b"$%d\r\n" % size, *argument, b"\r\n"):
+            if isinstance(piece, bytes):
+                fields.append((f"f{len(fields)}", f"V{len(piece)}"))
+                values.append(np.void(piece))
+            else:
+                width = piece.shape[1]
+                fields.append((f"f{len(fields)}", f"V{width}"))
+                values.append(np.ascontiguousarray(piece).view(f"V{width}").reshape(rows))
+    dtype = np.dtype(fields)
+    framed = np.empty(rows, dtype) if scratch is None else scratch.array("frames", rows, dtype)
+    for (name, _), value in zip(fields, values, strict=True):
+        framed[name] = value
+    return framed
+
+
+def _key_table(keys: Sequence[bytes]) -> Any:
+    """``keys`` as a uint8 table when they all have the same length, else None."""
+    widths = set(map(len, keys))
+    if len(widths) != 1:
+        return None
+    return np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), widths.pop())
+
+
+def _row_table(packed: Packed) -> Any:
+    """The fixed-width packed rows as a uint8 table, one row per entity (no copy)."""
+    table = packed.table
+    return table.view(np.uint8).reshape(len(table), table.dtype.itemsize)
