@@ -101,7 +101,7 @@ def test_the_shadow_process_runs_at_the_lowest_priority_and_ends_with_the_server
     with serve(models.project, ["niced"], shadow_process=True) as client:
         shadow = shadow_of(client)
         assert isinstance(shadow, ShadowProcess)
-        assert shadow.pid is None  # no copy yet: no process
+        assert shadow.pid is not None  # started with the server, as the route has a shadow
         body = predict(client, "niced", rows_for(["n1", "n2"]))
         assert shadow.join(timeout_s=60)
         pid = shadow.pid
@@ -204,3 +204,12 @@ def test_the_queue_alone_drops_beyond_its_size() -> None:
 def test_a_bad_queue_size_is_refused(size: Any) -> None:
     with pytest.raises(InvalidInputError, match="whole number"):
         ShadowQueue(None, ServerMetrics(), size=size)
+
+
+def test_a_server_without_a_shadow_starts_no_process(models: Models) -> None:
+    deploy(models.project, "alone", "plain@1", reason="test")
+    with serve(models.project, ["alone"], shadow_process=True) as client:
+        predict(client, "alone", rows_for(["a1"]))
+        shadow = shadow_of(client)
+        assert isinstance(shadow, ShadowProcess)
+        assert shadow.pid is None

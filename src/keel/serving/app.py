@@ -108,7 +108,12 @@ def create_app(
         compactor.start()
         router.load()
         shadow.start()
-        refresher = asyncio.create_task(router.run())
+
+        def prepare_shadows() -> None:  # candidates ready before their first copy arrives
+            shadow.prepare(router.shadows())
+
+        prepare_shadows()
+        refresher = asyncio.create_task(router.run(after_refresh=prepare_shadows))
         logger.info("serving endpoints %s", sorted(registry.endpoints))
         try:
             yield

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -168,11 +168,17 @@ class Router:
             changed.append(name)
         return changed
 
-    async def run(self) -> None:
-        """Refresh every ``refresh_s`` seconds until cancelled (the app's lifespan task)."""
+    def shadows(self) -> list[Endpoint]:
+        """The shadow candidates of every endpoint now routed."""
+        return [route.shadow for route in self._routes.values() if route.shadow is not None]
+
+    async def run(self, after_refresh: Callable[[], None] | None = None) -> None:
+        """Refresh every ``refresh_s`` seconds until cancelled (the app's lifespan task),
+        calling ``after_refresh`` when a refresh changed a route."""
         while True:
             await asyncio.sleep(self.refresh_s)
-            self.refresh()
+            if self.refresh() and after_refresh is not None:
+                after_refresh()
 
     def _desired(self, name: str) -> tuple[DeploymentSpec, str]:
         if self.deployments:

@@ -65,6 +65,8 @@ class Shadow(Protocol):
 
     def start(self) -> None: ...
 
+    def prepare(self, candidates: Sequence[Endpoint]) -> None: ...
+
     def join(self, timeout_s: float | None = None) -> bool: ...
 
     def stop(self, timeout_s: float = 5.0) -> None: ...
@@ -100,6 +102,9 @@ class ShadowQueue:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="keel-shadow", daemon=True)
             self._thread.start()
+
+    def prepare(self, candidates: Sequence[Endpoint]) -> None:
+        """Nothing to do: the candidates are loaded in this process already."""
 
     def join(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued job has been predicted and logged (``timeout_s`` is not

@@ -97,6 +97,7 @@ class ShadowProcess:
         self._lock = threading.Condition()
         self._handed = 0
         self._reported = 0
+        self._prepared: set[tuple[str, str, str | None]] = set()
 
     @property
     def pid(self) -> int | None:
@@ -104,21 +105,29 @@ class ShadowProcess:
         return None if self._process is None else self._process.pid
 
     def start(self) -> None:
-        """Nothing to do: the process starts with the first copy."""
+        """Nothing to do: the process starts when there is a candidate (``prepare``) or a copy."""
+
+    def prepare(self, candidates: Sequence[Endpoint]) -> None:
+        """Start the process if it is not running and have it load ``candidates`` now, so
+        their start-up (imports, model loading: seconds of CPU) is over before copies come."""
+        with self._lock:
+            for candidate in candidates:
+                key = (candidate.name, candidate.version.ref, candidate.features)
+                if key in self._prepared:
+                    continue
+                try:
+                    if self._process is None:
+                        self._launch()
+                    self._tasks.put_nowait(_task(candidate, (), {}, (), 0))  # no rows: load
+                except Exception:  # the first copy will try again
+                    logger.exception("shadow candidate %s not prepared", candidate.version.ref)
+                    continue
+                self._prepared.add(key)
 
     def submit(self, job: ShadowJob) -> bool:
         """Hand ``job`` over without waiting; False (and counted) when the queue is full."""
         candidate = job.candidate
-        task = ShadowTask(
-            endpoint=candidate.name,
-            model=candidate.version.name,
-            model_version=candidate.version.version,
-            features_service=candidate.features,
-            rows=job.rows,
-            features=job.features,
-            request_ids=job.request_ids,
-            time_us=job.time_us,
-        )
+        task = _task(candidate, job.rows, job.features, job.request_ids, job.time_us)
         with self._lock:
             try:
                 if self._process is None:
@@ -220,10 +229,14 @@ def run_shadow_process(
             try:
                 if task is None:
                     return
+                if not task.rows:  # a candidate to load before its copies come
+                    _candidate(task, registry, loaded)
+                    continue
                 outcomes.put(_predict_task(task, registry, loaded, log))
             except Exception:  # the process must outlive any candidate or log failure
                 logger.exception("shadow prediction failed")
-                outcomes.put(_failed(task, 500) if task is not None else None)
+                if task is not None and task.rows:
+                    outcomes.put(_failed(task, 500))
             finally:
                 tasks.task_done()
     finally:
@@ -238,9 +251,27 @@ def _predict_task(
     loaded: dict[tuple[str, str, str | None], Endpoint | Exception],
     log: PredictionLog,
 ) -> CopyOutcome:
-    from keel.config import EndpointConfig
     from keel.errors import KeelError
     from keel.serving.pipeline import status_for
+
+    candidate = _candidate(task, registry, loaded)
+    if isinstance(candidate, Exception):
+        status = status_for(candidate) if isinstance(candidate, KeelError) else 500
+        source = (task.endpoint, task.model, task.model_version)
+        nothing = [None] * len(task.rows)
+        empty: list[dict[str, Any]] = [{} for _ in task.rows]
+        log_copy(source, task.request_ids, task.time_us, empty, nothing, 0, status, log)
+        return _failed(task, status)
+    return predict_copy(candidate, task.rows, task.features, task.request_ids, task.time_us, log)
+
+
+def _candidate(
+    task: ShadowTask,
+    registry: EndpointRegistry,
+    loaded: dict[tuple[str, str, str | None], Endpoint | Exception],
+) -> Endpoint | Exception:
+    """The task's candidate, loaded once (or the error that kept it from loading)."""
+    from keel.config import EndpointConfig
 
     key = (task.endpoint, task.ref, task.features_service)
     if key not in loaded:
@@ -250,15 +281,26 @@ def _predict_task(
         except Exception as exc:  # a candidate that cannot load: its copies log the error
             logger.warning("shadow model %s cannot be loaded: %s", task.ref, exc)
             loaded[key] = exc
-    candidate = loaded[key]
-    if isinstance(candidate, Exception):
-        status = status_for(candidate) if isinstance(candidate, KeelError) else 500
-        source = (task.endpoint, task.model, task.model_version)
-        nothing = [None] * len(task.rows)
-        empty: list[dict[str, Any]] = [{} for _ in task.rows]
-        log_copy(source, task.request_ids, task.time_us, empty, nothing, 0, status, log)
-        return _failed(task, status)
-    return predict_copy(candidate, task.rows, task.features, task.request_ids, task.time_us, log)
+    return loaded[key]
+
+
+def _task(
+    candidate: Endpoint,
+    rows: Sequence[Mapping[str, Any]],
+    features: Mapping[str, list[Any]],
+    request_ids: Sequence[str],
+    time_us: int,
+) -> ShadowTask:
+    return ShadowTask(
+        endpoint=candidate.name,
+        model=candidate.version.name,
+        model_version=candidate.version.version,
+        features_service=candidate.features,
+        rows=rows,
+        features=features,
+        request_ids=request_ids,
+        time_us=time_us,
+    )
 
 
 def _failed(task: ShadowTask, status: int) -> CopyOutcome:
