@@ -85,29 +85,44 @@ def test_only_missing_objects_move(remote: Remote, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "page"),
+    ("kind", "page", "flat_limit", "by_prefix"),
     [
-        ("local", 1000),
-        pytest.param("s3", 1000, marks=pytest.mark.s3),
-        pytest.param("s3", 50, marks=pytest.mark.s3),
+        ("local", 1000, 16_000, True),  # a folder is always listed prefix by prefix
+        pytest.param("s3", 1000, 16_000, False, marks=pytest.mark.s3),
+        pytest.param("s3", 50, 16_000, False, marks=pytest.mark.s3),  # five flat pages
+        pytest.param("s3", 50, 100, True, marks=pytest.mark.s3),  # past the flat limit
     ],
 )
 def test_many_hashes_use_listing_and_still_find_exactly_the_missing(
     kind: str,
     page: int,
+    flat_limit: int,
+    by_prefix: bool,
     request: pytest.FixtureRequest,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import keel.data.backends
     import keel.data.s3
 
-    # With 50 keys a page, 200 objects are "many": S3 lists prefix by prefix, page by page.
     monkeypatch.setattr(keel.data.s3, "LIST_PAGE", page)
+    monkeypatch.setattr(keel.data.s3, "FLAT_LIST_LIMIT", flat_limit)
+    prefixes_listed: list[str] = []
+    for backend in (keel.data.s3.S3Backend, keel.data.backends.LocalBackend):
+        original = backend.list_prefix
+
+        async def spy(self: Any, prefix: str, original: Any = original) -> dict[str, int]:
+            prefixes_listed.append(prefix)
+            return dict(await original(self, prefix))
+
+        monkeypatch.setattr(backend, "list_prefix", spy)
     remote = make_remote(kind, request, tmp_path)
     cache = new_cache(tmp_path / "a")
     objects = list(fill(cache, [64] * 300))  # above the per-object check limit: listing
     remote.push(cache, objects[:200])
+    prefixes_listed.clear()
     assert remote.missing(objects) == set(objects[200:])
+    assert bool(prefixes_listed) == by_prefix
     assert set(list_objects(remote)) == set(objects[:200])
 
 

@@ -3,8 +3,9 @@ event-loop helpers every remote operation runs on (one loop per call, a backend 
 closed around it, errors translated at the boundary).
 
 Finding what a push must send is the expensive question on a big remote: up to HEAD_LIMIT
-objects are checked one by one (in parallel); beyond that, a near-empty remote is listed in
-one request, and otherwise only the prefixes that hold wanted objects are listed, in parallel.
+objects are checked one by one (in parallel); beyond that, a remote of up to some thousands of
+objects is listed page by page, and a bigger one only in the prefixes that hold wanted
+objects, in parallel.
 """
 
 from __future__ import annotations
@@ -112,8 +113,8 @@ async def find_missing(
         found = await gather_limited([backend.stat(sha) for sha in ordered], jobs)
         present = {sha: size for sha, size in zip(ordered, found, strict=True) if size is not None}
     else:
-        # A near-empty remote (a first push) answers in one request; otherwise list only the
-        # prefixes holding wanted objects, in parallel.
+        # A small remote answers in a few pages; otherwise list only the prefixes holding
+        # wanted objects, in parallel.
         small = await backend.list_small()
         if small is not None:
             present = small

@@ -202,8 +202,9 @@ class Backend(Protocol):
         ...
 
     async def list_small(self) -> dict[str, int] | None:
-        """Every object (sha256 -> size) when one cheap request can list them all (a
-        near-empty remote), else None and the caller lists prefix by prefix."""
+        """Every object (sha256 -> size) when a few requests can list them all (a remote
+        of up to some thousands of objects), else None and the caller lists prefix by
+        prefix."""
         ...
 
     async def stat(self, sha256: str) -> int | None:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from keel.data.s3http import Credentials, ObjectClient
 
 SINGLE_PUT_LIMIT = 5 << 30
+# Up to this many objects, listing the remote page by page (a request per 1,000, one after the
+# other) is quicker than listing its 256 prefixes (256 requests, however few objects).
+FLAT_LIST_LIMIT = 16_000
 LIST_PAGE = 1000  # keys per listing request (S3's maximum)
 CORRUPT_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
 
@@ -140,16 +143,16 @@ class S3Backend:
         return await self._fs._call_s3(method, Bucket=self.bucket, **kwargs)
 
     async def list_small(self) -> dict[str, int] | None:
-        found, more = await self._list(f"{self.prefix}objects/", whole=False)
+        found, more = await self._list(f"{self.prefix}objects/", limit=FLAT_LIST_LIMIT)
         return None if more else found
 
     async def list_prefix(self, prefix: str) -> dict[str, int]:
-        found, _ = await self._list(f"{self.prefix}objects/{prefix}/", whole=True)
+        found, _ = await self._list(f"{self.prefix}objects/{prefix}/", limit=None)
         return found
 
-    async def _list(self, start: str, *, whole: bool) -> tuple[dict[str, int], bool]:
-        """Objects under key prefix ``start``: all pages when ``whole``, else the first page
-        and whether more follow."""
+    async def _list(self, start: str, *, limit: int | None) -> tuple[dict[str, int], bool]:
+        """Objects under key prefix ``start``: every page, or pages until ``limit`` objects
+        were seen — then also whether more follow."""
         found: dict[str, int] = {}
         base = f"{self.prefix}objects/"
         kwargs: dict[str, Any] = {"Prefix": start, "MaxKeys": LIST_PAGE}
@@ -165,7 +168,7 @@ class S3Backend:
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return found, False
-            if not whole:
+            if limit is not None and len(found) >= limit:
                 return found, True
             kwargs["ContinuationToken"] = token
 
