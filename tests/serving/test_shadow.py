@@ -19,7 +19,7 @@ from keel.errors import InvalidInputError
 from keel.serving.endpoints import Endpoint
 from keel.serving.metrics import ServerMetrics
 from keel.serving.predlog import read_predictions
-from keel.serving.shadow import Shadow, ShadowJob, ShadowQueue
+from keel.serving.shadow import Shadow, ShadowJob, ShadowQueue, predict_copies
 from keel.serving.shadow_process import ShadowProcess
 from tests.serving.test_router import Client, Models, predict, predictor, rows_for, serve
 from tests.serving.test_router import models as models  # the module fixture, re-exported
@@ -213,3 +213,41 @@ def test_a_server_without_a_shadow_starts_no_process(models: Models) -> None:
         shadow = shadow_of(client)
         assert isinstance(shadow, ShadowProcess)
         assert shadow.pid is None
+
+
+class Records:
+    """A prediction sink keeping what it is given."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+
+def test_copies_predicted_together_are_each_logged_as_alone(
+    shadowed_thread: Client, models: Models
+) -> None:
+    candidate = predictor(shadowed_thread).router.route("shadowed").shadow
+    assert candidate is not None
+    jobs = [
+        ShadowJob(candidate, rows_for([f"g{i}", f"h{i}"]), {}, [f"m{i}a", f"m{i}b"], 1000 + i)
+        for i in range(3)
+    ]
+    bad = ShadowJob(candidate, [{"a": 0.5}], {}, ["bad"], 2000)  # lacks column b
+    together, alone = Records(), Records()
+    outcomes = predict_copies(candidate, [*jobs, bad], together)
+    for job in jobs:
+        predict_copies(candidate, [job], alone)
+    assert [(o.status, o.rows) for o in outcomes] == [(200, 2)] * 3 + [(422, 1)]
+    assert together.records[:6] == [
+        {**record, "latency_us": together.records[i]["latency_us"]}
+        for i, record in enumerate(alone.records)
+    ]
+    by_id = {r["request_id"]: r for r in together.records}
+    for job in jobs:
+        for request_id, row in zip(job.request_ids, job.rows, strict=True):
+            assert by_id[request_id]["time_us"] == job.time_us
+            expected = models.expected(2, row["a"], row["b"])
+            assert by_id[request_id]["prediction"] == pytest.approx(expected)
+    assert (by_id["bad"]["status"], by_id["bad"]["prediction"]) == (422, None)

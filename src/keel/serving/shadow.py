@@ -176,6 +176,65 @@ def predict_copy(
     return CopyOutcome(candidate.name, candidate.version.version, status, len(rows), latency_us)
 
 
+class Copy(Protocol):
+    """What predicting a copy needs (a ShadowJob, or the task the shadow process receives)."""
+
+    @property
+    def rows(self) -> Sequence[Mapping[str, Any]]: ...
+
+    @property
+    def features(self) -> Mapping[str, list[Any]]: ...
+
+    @property
+    def request_ids(self) -> Sequence[str]: ...
+
+    @property
+    def time_us(self) -> int: ...
+
+
+def predict_copies(
+    candidate: Endpoint, copies: Sequence[Copy], log: PredictionSink | None
+) -> list[CopyOutcome]:
+    """Predict several copies for ``candidate`` in one model call over all their rows — a
+    model call costs about the same for one row as for many — logging and reporting each
+    copy as its own. When the merged call fails, each copy is predicted alone, so each gets
+    its own outcome."""
+    from keel.serving.pipeline import model_columns, run_model, source_of
+
+    names = set(copies[0].features) if copies else set()
+    if len(copies) < 2 or any(set(c.features) != names for c in copies):
+        return [_alone(candidate, c, log) for c in copies]
+    started = time.perf_counter_ns()
+    rows = [row for c in copies for row in c.rows]
+    features = {name: [v for c in copies for v in c.features[name]] for name in names}
+    try:
+        columns = model_columns(candidate, rows, features)
+        predictions = run_model(candidate, columns, len(rows))
+    except Exception:  # one copy spoiled the call: each alone gets its own status
+        return [_alone(candidate, c, log) for c in copies]
+    latency_us = (time.perf_counter_ns() - started) // 1000
+    outcomes = []
+    offset = 0
+    for c in copies:
+        count = len(c.rows)
+        inputs = [
+            {n: values[i] for n, values in columns.items()} for i in range(offset, offset + count)
+        ]
+        answers = predictions[offset : offset + count]
+        log_copy(
+            source_of(candidate), c.request_ids, c.time_us, inputs, answers, latency_us, 200, log
+        )
+        outcomes.append(
+            CopyOutcome(candidate.name, candidate.version.version, 200, count, latency_us)
+        )
+        offset += count
+    return outcomes
+
+
+def _alone(candidate: Endpoint, copy: Copy, log: PredictionSink | None) -> CopyOutcome:
+    return predict_copy(candidate, copy.rows, copy.features, copy.request_ids, copy.time_us, log)
+
+
 def log_copy(
     source: tuple[str, str, int],
     request_ids: Sequence[str],
