@@ -131,6 +131,10 @@ def _with_shadow(
     try:
         state.start_shadow(project, ENDPOINT, "fraud@challenger", reason="benchmark")
         time.sleep(7)  # serving.refresh_s is 5 s
+        # Steady state, as the other runs: the candidate loaded and its process started
+        # (seconds of CPU once per shadow start, not per request).
+        load.run_closed(url, path, bodies, connections=8, seconds=3)
+        time.sleep(2)
         result = _median_of_runs(url, path, bodies, seconds)
         state.stop(project, ENDPOINT, reason="benchmark done")
     finally:

@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from keel.errors import InvalidInputError
-from keel.serving.compaction import Compactor, compact
+from keel.serving.compaction import Compactor, compact, compact_in_child
 from keel.serving.feedback import FeedbackLog
 from keel.serving.predlog import PredictionLog, read_predictions
+from keel.serving.segments import any_sealed
 
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 DAY = 86_400_000_000
@@ -173,9 +174,10 @@ def test_feedback_segments_are_compacted_too(tmp_path: Path) -> None:
     assert read_predictions(tmp_path).column("label").to_pylist() == [1.0]
 
 
-def test_background_compactor(tmp_path: Path) -> None:
+@pytest.mark.parametrize("separate_process", [False, True], ids=["thread", "process"])
+def test_background_compactor(tmp_path: Path, separate_process: bool) -> None:
     ids = fill(tmp_path)
-    compactor = Compactor(tmp_path, interval_s=0.02)
+    compactor = Compactor(tmp_path, interval_s=0.02, separate_process=separate_process)
     compactor.start()
     try:
         deadline = time.monotonic() + 20
@@ -208,3 +210,19 @@ def test_leftovers_of_crashes_are_swept_once_old(tmp_path: Path) -> None:
     assert not stale_creating.exists()
     assert fresh_tmp.exists()
     assert len(read_predictions(tmp_path).column("request_id")) == 12
+
+
+def test_only_sealed_segments_call_for_a_compaction(tmp_path: Path) -> None:
+    segments = tmp_path / "segments"
+    live = PredictionLog(tmp_path)
+    live.append(rec("live-1", T0 + 1, "fraud"))
+    assert not any_sealed(segments)  # the one segment is held by its writer
+    other = PredictionLog(tmp_path)
+    other.append(rec("sealed-1", T0, "fraud"))
+    other.close()
+    assert any_sealed(segments)
+    result = compact_in_child(tmp_path)
+    assert (result.segments, result.rows, result.live) == (1, 1, 1)
+    assert not any_sealed(segments)
+    assert read_predictions(tmp_path).column("request_id").to_pylist() == ["sealed-1", "live-1"]
+    live.close()

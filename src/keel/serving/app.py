@@ -104,7 +104,7 @@ def create_app(
         predictor.shadow = shadow
         app.state.feedback = FeedbackLog(folder)
         # Sealed segments become Parquet in the background, off the request path.
-        compactor = Compactor(folder, interval_s=60.0)
+        compactor = Compactor(folder, interval_s=60.0, separate_process=True)
         compactor.start()
         router.load()
         shadow.start()

@@ -10,12 +10,16 @@ active segment (see keel.serving.segments) and compaction takes only segments it
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,9 +28,9 @@ from urllib.parse import quote
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from keel.errors import InvalidInputError
+from keel.errors import InvalidInputError, StoreError
 from keel.serving import feedback, predlog
-from keel.serving.segments import claim, fsync_dir, parse_lines, segment_files
+from keel.serving.segments import any_sealed, claim, fsync_dir, parse_lines, segment_files
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +184,11 @@ def compact(folder: str | Path, *, older_than_s: float = 0) -> CompactionResult:
 class Compactor:
     """A background thread that runs ``compact(folder)`` every ``interval_s`` seconds.
 
+    With ``separate_process`` each run that has sealed segments to take happens in a child
+    process at the lowest CPU priority: compaction parses JSON lines in Python, and in a
+    server's own process it would hold the interpreter lock the event loop needs (a
+    compaction of a busy minute's log stalled responses for hundreds of milliseconds).
+
     Example:
         >>> import tempfile
         >>> compactor = Compactor(tempfile.mkdtemp(), interval_s=60)
@@ -190,6 +199,7 @@ class Compactor:
     folder: str | Path
     interval_s: float = 60.0
     older_than_s: float = 0.0
+    separate_process: bool = False
     runs: int = field(default=0, init=False)
     failures: int = field(default=0, init=False)
     last_result: CompactionResult | None = field(default=None, init=False)
@@ -220,10 +230,53 @@ class Compactor:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                self.last_result = compact(self.folder, older_than_s=self.older_than_s)
+                if not self.separate_process:
+                    self.last_result = compact(self.folder, older_than_s=self.older_than_s)
+                elif self._work_waiting():
+                    self.last_result = compact_in_child(self.folder, self.older_than_s)
                 self.runs += 1
             except Exception:
                 # A full disk or a bad file must not kill the thread: the segments stay and
                 # the next run tries again.
                 self.failures += 1
                 log.exception("compaction of %s failed; will retry", self.folder)
+
+    def _work_waiting(self) -> bool:
+        folder = Path(self.folder)
+        return any_sealed(predlog.segments_folder(folder)) or any_sealed(
+            feedback.segments_folder(folder)
+        )
+
+
+def compact_in_child(folder: str | Path, older_than_s: float = 0.0) -> CompactionResult:
+    """``compact`` run by a child process at the lowest CPU priority; StoreError if it fails."""
+    command = [sys.executable, "-m", "keel.serving.compaction", str(folder), str(older_than_s)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise StoreError(
+            f"compaction of {folder} failed in its process (exit {done.returncode}): "
+            f"{done.stderr.strip()[-2000:]}"
+        )
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return CompactionResult(
+        segments=int(found["segments"]),
+        rows=int(found["rows"]),
+        files=tuple(Path(f) for f in found["files"]),
+        live=int(found["live"]),
+        feedback_segments=int(found["feedback_segments"]),
+    )
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m keel.serving.compaction FOLDER [OLDER_THAN_S]``: compact at the lowest CPU
+    priority and print the result as one JSON line."""
+    os.nice(19 - os.nice(0))
+    if hasattr(os, "SCHED_IDLE"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    result = compact(argv[0], older_than_s=float(argv[1]) if len(argv) > 1 else 0.0)
+    print(json.dumps({**asdict(result), "files": [str(f) for f in result.files]}))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -245,6 +245,24 @@ def claim(path: Path) -> Iterator[bytes | None]:
         os.close(fd)
 
 
+def any_sealed(folder: Path) -> bool:
+    """Whether ``folder`` holds a segment no live writer holds (one compaction would take)."""
+    for path in segment_files(folder):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # live
+        else:
+            return True
+        finally:
+            os.close(fd)  # closing drops the lock taken, if any
+    return False
+
+
 def fsync_dir(folder: Path) -> None:
     """Make renames and deletions in ``folder`` durable."""
     fd = os.open(folder, os.O_RDONLY)
