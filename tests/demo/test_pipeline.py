@@ -62,8 +62,11 @@ def test_demo_trains_registers_and_promotes(
     from keel.deploy.history import history
     from keel.deploy.report import report
 
-    actions = [e.action for e in history(project, "fraud")]
+    events = history(project, "fraud")
+    actions = [e.action for e in events]
     assert actions[:3] == ["deploy", "start_shadow", "start_canary"]
+    assert events[2].reason is not None
+    assert events[2].reason.endswith("(admin API)")  # the canary was started over HTTP
     assert actions[-1] in ("promote", "advance", "rollback")
     shadow = report(project, "fraud", strategy="shadow").shadow
     assert shadow is not None

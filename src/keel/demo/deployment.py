@@ -51,6 +51,7 @@ async def _run(
     from keel.deploy import state
     from keel.deploy.history import history
     from keel.deploy.report import report
+    from keel.errors import StateError
     from keel.serving.app import create_app
 
     bodies = _requests(transactions)
@@ -70,16 +71,20 @@ async def _run(
         # The shadow predicts off the request path, in a process of its own: wait for it.
         await asyncio.to_thread(app.state.predictor.shadow.join, 120.0)
         shadow = report(project, ENDPOINT, strategy="shadow")
-        state.start_canary(
-            project,
-            ENDPOINT,
-            candidate,
-            plan=CANARY_PLAN,
-            hold=1.0,
-            min_sample=40,
-            author=AUTHOR,
-            reason="ramp the retrained model",
+        # Through the admin API, as an operator or a CI job would start it.
+        started = await client.post(
+            f"/v1/deployments/{ENDPOINT}/canary",
+            json={
+                "model": candidate,
+                "plan": list(CANARY_PLAN),
+                "hold_s": 1.0,
+                "min_sample": 40,
+                "author": AUTHOR,
+                "reason": "ramp the retrained model (admin API)",
+            },
         )
+        if started.status_code != 200:
+            raise StateError(f"the admin API refused the canary: {started.text}")
         ticks, more = await _ramp(project, client, bodies)
         sent += more
     return DeploymentDemo(sent, shadow, ticks, history(project, ENDPOINT))
