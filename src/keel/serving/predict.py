@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from keel.errors import (
@@ -56,37 +55,40 @@ class PredictionSink(Protocol):
 
 @dataclass(frozen=True)
 class Served:
-    """The answer to one request: a prediction, a request id, a variant and the model version
-    that answered, per row. ``endpoint`` is the first row's model, for the protocols that
-    answer with one model only."""
+    """The answer to one request: per row, the model that answered (``models``), the
+    prediction, the request id and the variant. ``endpoint`` is the first row's model, for the
+    protocols that answer with one model only."""
 
-    endpoint: Endpoint
+    models: list[Endpoint]
     predictions: list[Any]
     request_ids: list[str]
     variants: list[str]
-    model_versions: list[int]
-    row_models: list[Endpoint] = dataclass_field(default_factory=list, repr=False)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.models[0]
+
+    @property
+    def model_versions(self) -> list[int]:
+        return [model.version.version for model in self.models]
 
     @property
     def variant(self) -> str:
         return self.variants[0] if self.variants else PRIMARY
 
-    def part(self, offset: int, size: int) -> Served:
-        """The answer to the ``size`` rows from ``offset`` (one request of a merged pass)."""
-        end = offset + size
-        variants = self.variants[offset:end]
-        return Served(
-            self.row_models[offset] if self.row_models else self.endpoint,
-            self.predictions[offset:end],
-            self.request_ids[offset:end],
-            variants,
-            self.model_versions[offset:end],
-            self.row_models[offset:end],
-        )
-
     @property
     def model_version(self) -> int:
         return self.endpoint.version.version
+
+    def part(self, offset: int, size: int) -> Served:
+        """The answer to the ``size`` rows from ``offset`` (one request of a merged pass)."""
+        end = offset + size
+        return Served(
+            self.models[offset:end],
+            self.predictions[offset:end],
+            self.request_ids[offset:end],
+            self.variants[offset:end],
+        )
 
 
 class Predictor:
@@ -224,8 +226,7 @@ class Predictor:
         if candidate is not None and self.shadow is not None:
             # After the log write and off the response path: the shadow never delays it.
             self.shadow.submit(ShadowJob(candidate, checked, primary_features, ids, time_us))
-        versions = [m.version.version for m in models]
-        return Served(models[0], predictions, ids, variants, versions, models)
+        return Served(models, predictions, ids, variants)
 
     def _measure(
         self,
