@@ -129,51 +129,12 @@ class ShadowQueue:
             try:
                 if job is None:
                     return
-                outcome = predict_copy(
-                    job.candidate, job.rows, job.features, job.request_ids, job.time_us, self.log
-                )
-                record_outcome(self.metrics, outcome)
+                for outcome in predict_copies(job.candidate, [job], self.log):
+                    record_outcome(self.metrics, outcome)
             except Exception:  # the worker must outlive any candidate or log failure
                 logger.exception("shadow prediction failed")
             finally:
                 self._queue.task_done()
-
-
-def predict_copy(
-    candidate: Endpoint,
-    rows: Sequence[Mapping[str, Any]],
-    features: Mapping[str, list[Any]],
-    request_ids: Sequence[str],
-    time_us: int,
-    log: PredictionSink | None,
-) -> CopyOutcome:
-    """Predict one copy with ``candidate`` and log each row as variant ``"shadow"`` under the
-    request id the client received; a failing candidate logs its error status instead."""
-    from keel.serving.pipeline import model_columns, run_model, source_of, status_for
-
-    started = time.perf_counter_ns()
-    inputs: list[dict[str, Any]] = [{} for _ in rows]
-    try:
-        columns = model_columns(candidate, rows, features)
-        predictions = run_model(candidate, columns, len(rows))
-        inputs = [{n: values[i] for n, values in columns.items()} for i in range(len(inputs))]
-        status = 200
-    except Exception as exc:  # a failing candidate is data for the report, not a crash
-        status = status_for(exc) if isinstance(exc, KeelError) else 500
-        predictions = [None] * len(rows)
-        logger.warning("shadow model %s failed: %s", candidate.version.ref, exc)
-    latency_us = (time.perf_counter_ns() - started) // 1000
-    log_copy(
-        source_of(candidate),
-        request_ids,
-        time_us,
-        inputs,
-        predictions,
-        latency_us,
-        status,
-        log,
-    )
-    return CopyOutcome(candidate.name, candidate.version.version, status, len(rows), latency_us)
 
 
 class Copy(Protocol):
@@ -195,23 +156,29 @@ class Copy(Protocol):
 def predict_copies(
     candidate: Endpoint, copies: Sequence[Copy], log: PredictionSink | None
 ) -> list[CopyOutcome]:
-    """Predict several copies for ``candidate`` in one model call over all their rows — a
-    model call costs about the same for one row as for many — logging and reporting each
-    copy as its own. When the merged call fails, each copy is predicted alone, so each gets
-    its own outcome."""
-    from keel.serving.pipeline import model_columns, run_model, source_of
+    """Predict copies with ``candidate`` in one model call over all their rows — a model call
+    costs about the same for one row as for many — and log each row as variant ``"shadow"``
+    under the request id its client received, reporting each copy as its own. When a merged
+    call fails, each copy is predicted alone, so each gets its own status; a failing
+    candidate's copies are logged with the error status: data for the report, not a crash."""
+    from keel.serving.pipeline import model_columns, run_model, source_of, status_for
 
     names = set(copies[0].features) if copies else set()
-    if len(copies) < 2 or any(set(c.features) != names for c in copies):
-        return [_alone(candidate, c, log) for c in copies]
+    if len(copies) > 1 and any(set(c.features) != names for c in copies):
+        return [out for c in copies for out in predict_copies(candidate, [c], log)]
     started = time.perf_counter_ns()
     rows = [row for c in copies for row in c.rows]
     features = {name: [v for c in copies for v in c.features[name]] for name in names}
     try:
         columns = model_columns(candidate, rows, features)
         predictions = run_model(candidate, columns, len(rows))
-    except Exception:  # one copy spoiled the call: each alone gets its own status
-        return [_alone(candidate, c, log) for c in copies]
+    except Exception as exc:
+        if len(copies) > 1:  # one copy spoiled the call: each alone gets its own status
+            return [out for c in copies for out in predict_copies(candidate, [c], log)]
+        status = status_for(exc) if isinstance(exc, KeelError) else 500
+        logger.warning("shadow model %s failed: %s", candidate.version.ref, exc)
+        latency_us = (time.perf_counter_ns() - started) // 1000
+        return [log_failed(source_of(candidate), c, status, latency_us, log) for c in copies]
     latency_us = (time.perf_counter_ns() - started) // 1000
     outcomes = []
     offset = 0
@@ -231,8 +198,19 @@ def predict_copies(
     return outcomes
 
 
-def _alone(candidate: Endpoint, copy: Copy, log: PredictionSink | None) -> CopyOutcome:
-    return predict_copy(candidate, copy.rows, copy.features, copy.request_ids, copy.time_us, log)
+def log_failed(
+    source: tuple[str, str, int],
+    copy: Copy,
+    status: int,
+    latency_us: int,
+    log: PredictionSink | None,
+) -> CopyOutcome:
+    """Log a copy no prediction came of (``status``, no values) and its outcome."""
+    count = len(copy.rows)
+    empty: list[dict[str, Any]] = [{} for _ in range(count)]
+    log_copy(source, copy.request_ids, copy.time_us, empty, [None] * count, latency_us, status, log)
+    endpoint, _, model_version = source
+    return CopyOutcome(endpoint, model_version, status, count, latency_us)
 
 
 def log_copy(

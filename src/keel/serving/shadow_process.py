@@ -37,7 +37,7 @@ from keel.serving.shadow import (
     CopyOutcome,
     ShadowJob,
     check_queue_size,
-    log_copy,
+    log_failed,
     predict_copies,
     record_outcome,
 )
@@ -324,12 +324,10 @@ def _predict_group(
     if not isinstance(candidate, Exception):
         return predict_copies(candidate, copies, log)
     status = status_for(candidate) if isinstance(candidate, KeelError) else 500
-    for task in copies:
-        source = (task.endpoint, task.model, task.model_version)
-        nothing = [None] * len(task.rows)
-        empty: list[dict[str, Any]] = [{} for _ in task.rows]
-        log_copy(source, task.request_ids, task.time_us, empty, nothing, 0, status, log)
-    return [_failed(task, status) for task in copies]
+    return [
+        log_failed((task.endpoint, task.model, task.model_version), task, status, 0, log)
+        for task in copies
+    ]
 
 
 def _lowest_priority() -> None:
