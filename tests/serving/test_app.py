@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from keel.serving.app import create_app
 from keel.serving.auth import ApiKeys, hash_api_key
 from keel.serving.predlog import PredictionLog, read_predictions
 from tests.features.store.test_store_on_demand import DEFINITIONS
+from tests.support.servers import uvicorn_in_thread
 
 T1 = datetime(2026, 3, 1, tzinfo=UTC)
 T2 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -143,6 +145,15 @@ def client(served: Served, log_folder: Path) -> Iterator[Client]:
             c = Client(portal, app)
             yield c
             portal.call(c.http.aclose)
+
+
+@contextmanager
+def real_server(served: Served) -> Iterator[int]:
+    """The served project's app behind a real uvicorn server on loopback; yields its port."""
+    log = PredictionLog(served.project.root / "predictions")
+    app = create_app(served.project, endpoints=ENDPOINTS, log=log)
+    with uvicorn_in_thread(app) as port:
+        yield port
 
 
 def logged(folder: Path, request_ids: list[str]) -> dict[str, dict[str, Any]]:

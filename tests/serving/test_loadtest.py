@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from keel.cli import loadtest as loadtest_cli
 from keel.errors import InvalidInputError, NotFoundError
-from keel.serving.app import create_app
 from keel.serving.loadgen import Summary, percentile, run_open_loop, summarize
 from keel.serving.loadtest import (
     Target,
@@ -29,23 +28,16 @@ from keel.serving.loadtest import (
     search_capacity,
     synthesize_rows,
 )
-from keel.serving.predlog import PredictionLog
-from tests.serving.test_app import ENDPOINTS, Served, build_project
-from tests.support.servers import free_port, uvicorn_in_thread
+from tests.serving import test_app
+from tests.serving.test_app import Served, real_server
+from tests.support.servers import free_port
 
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    result = build_project(tmp_path_factory.mktemp("load") / "proj")
-    yield result
-    result.project.close()
+served = test_app.served  # the module fixture: the served project, built once here
 
 
 @pytest.fixture(scope="module")
 def url(served: Served) -> Iterator[str]:
-    log = PredictionLog(served.project.root / "predictions")
-    app = create_app(served.project, endpoints=ENDPOINTS, log=log)
-    with uvicorn_in_thread(app) as port:
+    with real_server(served) as port:
         yield f"http://127.0.0.1:{port}"
 
 

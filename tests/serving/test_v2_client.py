@@ -7,27 +7,18 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from keel.serving.app import create_app
-from tests.serving.test_app import ENDPOINTS, Served, build_project
-from tests.support.servers import uvicorn_in_thread
+from tests.serving import test_app
+from tests.serving.test_app import Served, real_server
 
 httpclient = pytest.importorskip("tritonclient.http")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    result = build_project(tmp_path_factory.mktemp("v2") / "proj")
-    yield result
-    result.project.close()
+served = test_app.served  # the module fixture: the served project, built once here
 
 
 @pytest.fixture(scope="module")
 def url(served: Served) -> Iterator[str]:
-    from keel.serving.predlog import PredictionLog
-
-    log = PredictionLog(served.project.root / "predictions")
-    app = create_app(served.project, endpoints=ENDPOINTS, log=log)
-    with uvicorn_in_thread(app) as port:
+    with real_server(served) as port:
         yield f"127.0.0.1:{port}"
 
 
