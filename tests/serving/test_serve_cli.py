@@ -124,14 +124,23 @@ def wait_ready(process: subprocess.Popen[bytes], base: str, stderr: Path) -> Non
     pytest.fail("keel serve did not become ready")
 
 
-def test_keel_serve_runs_two_workers_that_answer_and_log(served: Served, tmp_path: Path) -> None:
+def start_two_workers(served: Served, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`keel serve --workers 2` on a free port serving fraud@live, in a session of its own
+    (so a test may kill the whole group); the process, its port and its stderr file."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
     command = [sys.executable, "-c", SCRIPT, "serve", "--port", str(port), "--workers", "2"]
     command += ["--endpoint", "fraud=fraud@live:fraud"]
     stderr = tmp_path / "stderr.txt"
     with stderr.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=served.project.root, env=env, stderr=sink)
+        process = subprocess.Popen(
+            command, cwd=served.project.root, env=env, stderr=sink, start_new_session=True
+        )
+    return process, port, stderr
+
+
+def test_keel_serve_runs_two_workers_that_answer_and_log(served: Served, tmp_path: Path) -> None:
+    process, port, stderr = start_two_workers(served, tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, base, stderr)
@@ -169,15 +178,7 @@ def test_sigkill_under_load_loses_no_acknowledged_prediction(
     import json
     import threading
 
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    command = [sys.executable, "-c", SCRIPT, "serve", "--port", str(port), "--workers", "2"]
-    command += ["--endpoint", "fraud=fraud@live:fraud"]
-    stderr = tmp_path / "stderr.txt"
-    with stderr.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=served.project.root, env=env, stderr=sink, start_new_session=True
-        )
+    process, port, stderr = start_two_workers(served, tmp_path)
     acknowledged: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
