@@ -188,24 +188,31 @@ def rollback(
     project: Project, endpoint: str, *, author: str | None = None, reason: str | None = None
 ) -> Deployment:
     """Send all traffic back to the primary, dropping the canary, shadow or A/B arms."""
-
-    def change(current: DeploymentSpec | None, _now: int) -> DeploymentSpec:
-        spec = _require(current, endpoint, ("canary", "shadow", "ab"), "roll back")
-        return DeploymentSpec(spec.primary)
-
-    return apply_change(project, endpoint, "rollback", change, author, reason)
+    return _primary_only(project, endpoint, "rollback", "roll back", author, reason)
 
 
 def stop(
     project: Project, endpoint: str, *, author: str | None = None, reason: str | None = None
 ) -> Deployment:
     """End a shadow, canary or A/B test and serve the primary alone."""
+    return _primary_only(project, endpoint, "stop", "stop", author, reason)
+
+
+def _primary_only(
+    project: Project,
+    endpoint: str,
+    action: str,
+    verb: str,
+    author: str | None,
+    reason: str | None,
+) -> Deployment:
+    """Serve the primary alone (rollback and stop differ only in what the history says)."""
 
     def change(current: DeploymentSpec | None, _now: int) -> DeploymentSpec:
-        spec = _require(current, endpoint, ("canary", "shadow", "ab"), "stop")
+        spec = _require(current, endpoint, ("canary", "shadow", "ab"), verb)
         return DeploymentSpec(spec.primary)
 
-    return apply_change(project, endpoint, "stop", change, author, reason)
+    return apply_change(project, endpoint, action, change, author, reason)
 
 
 def start_ab(
