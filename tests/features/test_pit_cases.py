@@ -4,6 +4,8 @@ Every case runs on every engine; on Spark the table must also equal DuckDB's (ru
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -270,3 +272,15 @@ def test_aggregation_types_defaults_and_integer_sums(join: Join) -> None:
         {"total": 5, "avg": 2.5, "small": 2},
         {"total": 0, "avg": None, "small": None},
     ]
+
+
+def test_engine_connections_print_no_progress_bar() -> None:
+    # DuckDB's bar goes to stdout for queries past two seconds, into the caller's output. Its
+    # default depends on the process (on in a plain interpreter): checked in one.
+    code = (
+        "from keel.features.offline import DuckDBEngine\n"
+        "with DuckDBEngine().connect() as con:\n"
+        "    print(con.execute(\"SELECT current_setting('enable_progress_bar')\").fetchone())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "(False,)"

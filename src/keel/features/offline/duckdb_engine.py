@@ -95,6 +95,9 @@ class DuckDBEngine:
                 ) from exc
             stack.callback(con.close)
             con.execute("SET TimeZone = 'UTC'")  # ICU time arithmetic and Arrow output in UTC
+            # DuckDB draws a progress bar on stdout for queries past two seconds: a library must
+            # not write into its caller's output (`--json`, pipes); the CLI shows its own.
+            con.execute("SET enable_progress_bar = false")
             for macro in LOCAL_TO_US_MACROS:
                 con.execute(macro)
             yield con
