@@ -26,6 +26,8 @@ import dataset
 from common import log
 
 PHASES = ("startup", "training", "materialize", "online")
+# a single run varies by a third on a shared 2-core machine; both sides take their best of three
+TRAINING_RUNS = 3
 STORES = ("sqlite", "redis")
 
 
@@ -90,13 +92,21 @@ def _training(side: Side, folder: Path, args: argparse.Namespace, out: dict[str,
     repo = side.open_repo("sqlite", folder, args.data, args.redis)
     try:
         entity_df = pq.read_table(args.data / "entities.parquet").to_pandas()
-        log(f"training set: {len(entity_df):,} entity rows")
-        gc.collect()
-        start = time.perf_counter()
-        table = repo.training_set(entity_df)
-        seconds = time.perf_counter() - start
-        log(f"training set: {seconds:.2f} s, {table.num_rows:,} rows")
-        out.update(seconds=seconds, entity_rows=len(entity_df), **dataset.training_summary(table))
+        log(f"training set: {len(entity_df):,} entity rows, best of {TRAINING_RUNS} runs")
+        runs = []
+        for _ in range(TRAINING_RUNS):
+            table = None  # the previous run's result is freed before the next one starts
+            gc.collect()
+            start = time.perf_counter()
+            table = repo.training_set(entity_df)
+            runs.append(time.perf_counter() - start)
+            log(f"training set: {runs[-1]:.2f} s, {table.num_rows:,} rows")
+        out.update(
+            seconds=min(runs),
+            runs=runs,
+            entity_rows=len(entity_df),
+            **dataset.training_summary(table),
+        )
     finally:
         repo.close()
 

@@ -139,7 +139,7 @@ def _note(goal: Goal, keel: dict[str, Any], feast: dict[str, Any], spec: dataset
     if goal.phase == "training":
         sides = (("Keel", keel), ("Feast", feast))
         counts = [f"{t} {s['training']['rows']:,} rows" for t, s in sides if _has(s, "training")]
-        return f"{', '.join(counts)} of {spec.entity_rows:,} entity rows; to Arrow, one run"
+        return f"{', '.join(counts)} of {spec.entity_rows:,} entity rows; to Arrow, best of 3 runs"
     if goal.phase == "materialize":
         store = goal.path[0]
         if store == "sqlite":

@@ -145,6 +145,18 @@ def test_point_in_time_join_equals_the_reference(
     known_at: bool,
     default: float | None,
 ) -> None:
+    check_point_join(data, key_count, created, ttl, known_at, default)
+
+
+def check_point_join(
+    data: st.DataObject,
+    key_count: int,
+    created: bool,
+    ttl: timedelta | None,
+    known_at: bool,
+    default: float | None,
+) -> None:
+    """One drawn source and entity frame through the engine, against the reference."""
     drawn = data.draw(sources(key_count, created, naive=False))
     entities = data.draw(entity_frames(key_count))
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,23 +8,26 @@ the result (one row per entity row) are in Python memory. The query strategy is 
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from keel.errors import InvalidInputError, StoreError
-from keel.features.offline import duckdb_sql, planning
-from keel.features.offline.duckdb_sources import LOCAL_TO_US_MACROS
+from keel.features.offline import duckdb_sql, latest_merge, planning
+from keel.features.offline.duckdb_sources import LOCAL_TO_US_MACROS, quote
 from keel.features.offline.frames import as_table, plain_values, require_column, times_us
 from keel.features.offline.planning import ViewOutputs
 from keel.features.offline.spec import JoinRequest
 
 _FAR = 1 << 62  # "no bound" in epoch microseconds, far from int64 overflow
+_BATCH_ROWS = 1 << 20
 
 
 class DuckDBEngine:
@@ -110,7 +113,7 @@ def register_entities(
     times: pa.ChunkedArray,
 ) -> dict[str, str]:
     """Register row numbers, times and key columns; returns entity column -> SQL column."""
-    frame = {"__row": pa.array(range(entities.num_rows), pa.int64()), "__t": times}
+    frame = {"__row": pa.array(np.arange(entities.num_rows, dtype=np.int64)), "__t": times}
     key_columns: dict[str, str] = {}
     for view in request.views:
         for key in view.join_keys:
@@ -144,7 +147,10 @@ def _run_view(
         params = plan.params(lo, bounds[1])
         if plan.ttl_us is not None:
             params["ttl"] = plan.ttl_us
-        point = _query(con, duckdb_sql.point_sql(plan), params, outputs.owner, rows)
+        if duckdb_sql.by_order_key(plan):
+            point = _point_by_hits(con, plan, params, outputs.owner, rows)
+        else:
+            point = _query(con, duckdb_sql.point_sql(plan), params, outputs.owner, rows)
     if plan.aggregations:
         windows = duckdb_sql.aggregation_params(plan)
         params = {**plan.params(bounds[0] - windows["wmax"], bounds[1]), **windows}
@@ -152,11 +158,75 @@ def _run_view(
     return outputs.finish(point, agg)
 
 
+def _point_by_hits(
+    con: duckdb.DuckDBPyConnection,
+    plan: duckdb_sql.ViewPlan,
+    params: dict[str, object],
+    owner: str,
+    rows: int,
+) -> pa.Table:
+    """`point_sql`'s table for a view without created times: each entity row's winner by a
+    merge over one sorted stream (`latest_merge`), then the winners' values by sequence number,
+    put in entity-row order here (cheaper than a SQL ORDER BY)."""
+    with _duckdb_errors(owner):
+        spans = _narrow_key_spans(con, plan)
+        merge_sql = duckdb_sql.merge_sql(plan, spans)
+        merge_params = {**params, **_span_params(spans)}
+        stream = con.sql(merge_sql, params=_used(merge_params, merge_sql)).to_arrow_reader(
+            _BATCH_ROWS
+        )
+        winner, found = latest_merge.latest_rows(stream, len(plan.keys), rows, plan.ttl_us)
+        hits = pa.table({"__row": np.flatnonzero(found), "__seq": winner[found]})
+        con.register(duckdb_sql.HITS, hits)
+        values_sql = duckdb_sql.hit_values_sql(plan)
+        values = con.sql(values_sql, params=_used(params, values_sql)).to_arrow_table()
+        con.unregister(duckdb_sql.HITS)
+    return spread_rows(values, rows, owner)
+
+
+def _narrow_key_spans(
+    con: duckdb.DuckDBPyConnection, plan: duckdb_sql.ViewPlan
+) -> dict[int, tuple[int, int]]:
+    """Per integer key whose entity values span less than 2**32: (min, max) of those values."""
+    spans = {}
+    for i, ((column, _), integer) in enumerate(zip(plan.keys, plan.integer_keys, strict=True)):
+        if not integer:
+            continue
+        quoted = quote(column)
+        bounds = f"SELECT min({quoted}), max({quoted}) FROM {duckdb_sql.ENTITIES}"
+        low, high = con.sql(bounds).fetchall()[0]
+        if low is not None and int(high) - int(low) < 1 << 32:
+            spans[i] = (int(low), int(high))
+    return spans
+
+
+def _span_params(spans: dict[int, tuple[int, int]]) -> dict[str, int]:
+    return {
+        name: value
+        for i, (low, high) in spans.items()
+        for name, value in ((f"kmin{i}", low), (f"kmax{i}", high))
+    }
+
+
 def _query(
     con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object], owner: str, rows: int
 ) -> pa.Table:
-    try:
+    with _duckdb_errors(owner):
         result = con.sql(sql, params=params).to_arrow_table()
+    if result.num_rows != rows:  # the join's invariant; a failure here is a bug in Keel
+        raise StoreError(f"{owner}: the join returned {result.num_rows} rows for {rows}")
+    return result
+
+
+def _used(params: dict[str, object], sql: str) -> dict[str, object]:
+    """The parameters ``sql`` names (DuckDB refuses values it has no marker for)."""
+    return {name: value for name, value in params.items() if re.search(rf"\${name}\b", sql)}
+
+
+@contextmanager
+def _duckdb_errors(owner: str) -> Iterator[None]:
+    try:
+        yield
     except duckdb.OutOfMemoryException as exc:
         raise StoreError(
             f"DuckDB ran out of memory joining {owner}: {exc}; raise memory_limit or give a "
@@ -164,6 +234,32 @@ def _query(
         ) from exc
     except duckdb.Error as exc:
         raise StoreError(f"DuckDB failed joining {owner}: {exc}") from exc
-    if result.num_rows != rows:  # the join's invariant; a failure here is a bug in Keel
-        raise StoreError(f"{owner}: the join returned {result.num_rows} rows for {rows}")
-    return result
+
+
+def spread_rows(found: pa.Table, rows: int, owner: str) -> pa.Table:
+    """``found`` — ``__row`` then value columns, at most one row per entity row, in any order —
+    as one row per entity row in row order: ``__row``, ``__matched``, then the value columns,
+    null where the entity row found nothing."""
+    at = found.column("__row").to_numpy()
+    index = np.full(rows, -1, dtype=np.int64)
+    index[at] = np.arange(len(at), dtype=np.int64)
+    missing = index < 0
+    if rows - int(np.count_nonzero(missing)) != len(at):  # the join's invariant: a Keel bug
+        raise StoreError(f"{owner}: the join found several winners for one entity row")
+    matched = pa.array(~missing)
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "__row": pa.array(np.arange(rows, dtype=np.int64)),
+        "__matched": matched,
+    }
+    # A take by an index without nulls, then nulls where nothing matched, runs about four
+    # times faster than one take by a nullable index.
+    take = pa.array(np.where(missing, 0, index))
+    for name in found.column_names[1:]:
+        values = found.column(name)
+        if len(found) == 0:
+            columns[name] = pa.nulls(rows, values.type)
+            continue
+        # DuckDB hands over many small chunks; a take across chunks is ten times slower
+        picked = values.combine_chunks().take(take)
+        columns[name] = pc.if_else(matched, picked, pa.scalar(None, values.type))
+    return pa.table(columns)

@@ -137,7 +137,11 @@ def _bind_parquet(
             f"the source of view {view.name!r} has a column named {clash[0]!r}, which DuckDB "
             "reserves for the row's position in its files; rename that column"
         )
-    return BoundSource(view, relation, _FILE_SEQ, columns, {param: path})
+    # One file: the row number alone is the sequence ((0 << 40) + row), and a plain column lets
+    # DuckDB push a join's key filter into the scan when values are read by sequence.
+    single_file = not any(mark in path for mark in "*?[")
+    seq = "file_row_number" if single_file else _FILE_SEQ
+    return BoundSource(view, relation, seq, columns, {param: path})
 
 
 def _as_glob(con: duckdb.DuckDBPyConnection, path: str) -> str:

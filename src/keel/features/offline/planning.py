@@ -133,7 +133,7 @@ def plan_view(
     """Bind the view's source, check every column it names, and plan its SQL."""
     source = bind_source(con, view, index)
     entity_types = {str(row[0]): str(row[1]) for row in con.sql(f"DESCRIBE {ENTITIES}").fetchall()}
-    keys = []
+    keys, integer_keys = [], []
     for key in view.join_keys:
         column = request.entity_column(key)
         source_kind = source.column_type(key, "join key")
@@ -145,6 +145,7 @@ def plan_view(
                 "integers, or both strings, etc."
             )
         keys.append((key_columns[column], quote(key)))
+        integer_keys.append(_family(source_kind) == "integer")
     created = view.created_timestamp
     plan = ViewPlan(
         source=source,
@@ -153,6 +154,7 @@ def plan_view(
         created_us=source.time_us(created, "created timestamp") if created else None,
         known_at=request.as_known_at,
         ttl_us=span_us(view.ttl),
+        integer_keys=integer_keys,
     )
     features = [_plan_feature(request, source, plan, f) for f in view.features]
     aggregations = [_plan_aggregation(request, source, plan, a) for a in view.aggregations]
