@@ -22,7 +22,13 @@ import pyarrow.compute as pc
 from keel.errors import InvalidInputError, StoreError
 from keel.features.offline import duckdb_sql, latest_merge, planning
 from keel.features.offline.duckdb_sources import LOCAL_TO_US_MACROS, quote
-from keel.features.offline.frames import as_table, plain_values, require_column, times_us
+from keel.features.offline.frames import (
+    as_table,
+    plain_values,
+    require_column,
+    spread_rows,
+    times_us,
+)
 from keel.features.offline.planning import ViewOutputs
 from keel.features.offline.spec import JoinRequest
 
@@ -234,32 +240,3 @@ def _duckdb_errors(owner: str) -> Iterator[None]:
         ) from exc
     except duckdb.Error as exc:
         raise StoreError(f"DuckDB failed joining {owner}: {exc}") from exc
-
-
-def spread_rows(found: pa.Table, rows: int, owner: str) -> pa.Table:
-    """``found`` — ``__row`` then value columns, at most one row per entity row, in any order —
-    as one row per entity row in row order: ``__row``, ``__matched``, then the value columns,
-    null where the entity row found nothing."""
-    at = found.column("__row").to_numpy()
-    index = np.full(rows, -1, dtype=np.int64)
-    index[at] = np.arange(len(at), dtype=np.int64)
-    missing = index < 0
-    if rows - int(np.count_nonzero(missing)) != len(at):  # the join's invariant: a Keel bug
-        raise StoreError(f"{owner}: the join found several winners for one entity row")
-    matched = pa.array(~missing)
-    columns: dict[str, pa.Array | pa.ChunkedArray] = {
-        "__row": pa.array(np.arange(rows, dtype=np.int64)),
-        "__matched": matched,
-    }
-    # A take by an index without nulls, then nulls where nothing matched, runs about four
-    # times faster than one take by a nullable index.
-    take = pa.array(np.where(missing, 0, index))
-    for name in found.column_names[1:]:
-        values = found.column(name)
-        if len(found) == 0:
-            columns[name] = pa.nulls(rows, values.type)
-            continue
-        # DuckDB hands over many small chunks; a take across chunks is ten times slower
-        picked = values.combine_chunks().take(take)
-        columns[name] = pc.if_else(matched, picked, pa.scalar(None, values.type))
-    return pa.table(columns)
