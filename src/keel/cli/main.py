@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+import click
 import typer
 
 from keel.cli import (
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code or 0)
     except typer.Abort:
         return 130
-    except typer.TyperException as exc:  # usage errors: unknown option, missing argument
+    except click.ClickException as exc:  # usage errors: unknown option, missing argument
         show = getattr(exc, "show", None)
         if callable(show):
             show()
