@@ -14,10 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from keel.config_file import CONFIG_FILE as CONFIG_FILE  # re-exported: its old home
+from keel.config_file import ENV_PREFIX
 from keel.errors import ConfigError
-
-CONFIG_FILE = "keel.yaml"
-ENV_PREFIX = "KEEL_"
 
 
 class _Section(BaseModel):

@@ -11,11 +11,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keel.config import CONFIG_FILE, DEFAULT_YAML, KeelConfig, load_config
+from keel.config_file import (
+    CONFIG_FILE,
+    DataSettings,
+    fingerprint,
+    read_snapshot,
+    write_snapshot,
+)
 from keel.errors import ConfigError
 
 if TYPE_CHECKING:
     from keel.artifacts import ArtifactStore
+    from keel.config import KeelConfig
     from keel.metadata import MetadataStore
 
 PROJECT_DIR_ENV = "KEEL_PROJECT_DIR"
@@ -36,7 +43,32 @@ class Project:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.root = Path(root).resolve()
-        self.config: KeelConfig = load_config(self.root, environ=environ, overrides=overrides)
+        self._environ = environ
+        self._overrides = overrides
+        self._fingerprint = fingerprint(self.root, os.environ if environ is None else environ)
+        # Settings remembered for exactly these inputs were validated before; anything else is
+        # validated now, so a mistake in keel.yaml surfaces here (see keel.config_file).
+        self._remembered = None if overrides else read_snapshot(self.keel_dir, self._fingerprint)
+        if self._remembered is None:
+            _ = self.config
+
+    @cached_property
+    def config(self) -> KeelConfig:
+        """The validated configuration: keel.yaml < ``KEEL_*`` environment < overrides."""
+        from keel.config import load_config
+
+        config = load_config(self.root, environ=self._environ, overrides=self._overrides)
+        if not self._overrides:
+            write_snapshot(self.keel_dir, self._fingerprint, _data_settings(config))
+        return config
+
+    @cached_property
+    def data_settings(self) -> DataSettings:
+        """What the data commands need of the configuration, without loading all of it when
+        these inputs were validated before."""
+        if self._remembered is not None:
+            return self._remembered
+        return _data_settings(self.config)
 
     @classmethod
     def discover(
@@ -91,6 +123,8 @@ def init_project(directory: str | Path, *, name: str | None = None, force: bool 
     if file.exists() and not force:
         raise ConfigError(f"{file} already exists; edit it, or pass --force to overwrite it")
     root.mkdir(parents=True, exist_ok=True)
+    from keel.config import DEFAULT_YAML
+
     file.write_text(DEFAULT_YAML.format(project=name or root.name or "keel-project"), "utf-8")
     (root / ".keel").mkdir(exist_ok=True)
     ignore = root / ".gitignore"
@@ -98,3 +132,14 @@ def init_project(directory: str | Path, *, name: str | None = None, force: bool 
     if ".keel/" not in lines:
         ignore.write_text("\n".join([*lines, ".keel/"]) + "\n", "utf-8")
     return file
+
+
+def _data_settings(config: KeelConfig) -> DataSettings:
+    data = config.data
+    return DataSettings(
+        cache=data.cache,
+        link=tuple(data.link),
+        jobs=data.jobs,
+        remote=data.remote,
+        remote_names=tuple(data.remotes),
+    )

@@ -331,7 +331,7 @@ def _copy_fds(src: int, dst: int, size: int) -> None:
 
 def cache_for(project: Project) -> DataCache:
     """The project's data cache, from ``data.cache`` and ``data.link`` in keel.yaml."""
-    root = Path(project.config.data.cache)
+    root = Path(project.data_settings.cache)
     if not root.is_absolute():
         root = project.root / root
-    return DataCache(root, list(project.config.data.link))
+    return DataCache(root, list(project.data_settings.link))

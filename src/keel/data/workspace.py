@@ -299,8 +299,8 @@ def _absent_on_remote(
     project: Project, name: str | None, needed: list[Callable[[], set[str]]]
 ) -> tuple[set[str] | None, str | None]:
     """Objects the remote lacks, and the remote's name; (None, None) without a remote."""
-    data = project.config.data
-    if name is None and data.remote is None and not data.remotes:
+    data = project.data_settings
+    if name is None and data.remote is None and not data.remote_names:
         return None, None  # no remote to ask: status does not pay for importing the remotes
     from keel.data.remote import configured_remote
 
