@@ -21,6 +21,7 @@ from tests.data.helpers import write
 from tests.data.remote_support import (
     REMOTE_KINDS,
     Recorder,
+    botocore_only,
     fill,
     make_remote,
     new_cache,
@@ -91,6 +92,8 @@ def test_only_missing_objects_move(remote: Remote, tmp_path: Path) -> None:
         pytest.param("s3", 1000, 16_000, False, marks=pytest.mark.s3),
         pytest.param("s3", 50, 16_000, False, marks=pytest.mark.s3),  # five flat pages
         pytest.param("s3", 50, 100, True, marks=pytest.mark.s3),  # past the flat limit
+        # listed through botocore, as on AWS (elsewhere through the lean signed client)
+        pytest.param("s3-botocore", 50, 16_000, False, marks=pytest.mark.s3),
     ],
 )
 def test_many_hashes_use_listing_and_still_find_exactly_the_missing(
@@ -107,6 +110,9 @@ def test_many_hashes_use_listing_and_still_find_exactly_the_missing(
 
     monkeypatch.setattr(keel.data.s3, "LIST_PAGE", page)
     monkeypatch.setattr(keel.data.s3, "FLAT_LIST_LIMIT", flat_limit)
+    if kind == "s3-botocore":
+        botocore_only(monkeypatch)
+        kind = "s3"
     prefixes_listed: list[str] = []
     for backend in (keel.data.s3.S3Backend, keel.data.backends.LocalBackend):
         original = backend.list_prefix

@@ -242,6 +242,15 @@ def test_a_missing_bucket_says_so(s3_server: Any, tmp_path: Path) -> None:
         remote.push(cache, fill(cache, [10]))
 
 
+@pytest.mark.s3
+def test_a_missing_bucket_says_so_when_listed(s3_server: Any, tmp_path: Path) -> None:
+    """Many hashes are answered by listing (the lean client's ListObjectsV2), not one by one."""
+    cache = new_cache(tmp_path / "a")
+    remote = s3_remote(s3_server, "no-such-bucket-either")
+    with pytest.raises(RemoteAccessError, match="does not exist"):
+        remote.missing(list(fill(cache, [8] * 300)))
+
+
 def test_an_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:
     cache = new_cache(tmp_path / "a")
     options = {

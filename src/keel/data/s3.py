@@ -155,22 +155,43 @@ class S3Backend:
         were seen — then also whether more follow."""
         found: dict[str, int] = {}
         base = f"{self.prefix}objects/"
-        kwargs: dict[str, Any] = {"Prefix": start, "MaxKeys": LIST_PAGE}
+        token: str | None = None
         while True:
-            try:
-                page = await self._call("list_objects_v2", **kwargs)
-            except FileNotFoundError as exc:
-                raise self._no_bucket() from exc
-            for item in page.get("Contents", []):
-                sha = str(item["Key"])[len(base) :].replace("/", "", 1)
+            page, token = await self._list_page(start, token)
+            for key, size in page:
+                sha = key[len(base) :].replace("/", "", 1)
                 if is_sha256(sha):
-                    found[sha] = int(item["Size"])
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
+                    found[sha] = size
+            if token is None:
                 return found, False
             if limit is not None and len(found) >= limit:
                 return found, True
+
+    async def _list_page(
+        self, start: str, token: str | None
+    ) -> tuple[list[tuple[str, int]], str | None]:
+        """One page of keys under ``start`` and the next page's token: through the lean client
+        where there is one (botocore parses a page of 1,000 keys in about 0.3 s of CPU)."""
+        if self._objects is not None:
+            from keel.data.s3http import S3ResponseError
+
+            try:
+                page = await self._objects.list_page(start, LIST_PAGE, token)
+            except S3ResponseError as exc:
+                if exc.code == "NoSuchBucket":
+                    raise self._no_bucket() from exc
+                raise
+            return page.objects, page.next_token
+        kwargs: dict[str, Any] = {"Prefix": start, "MaxKeys": LIST_PAGE}
+        if token is not None:
             kwargs["ContinuationToken"] = token
+        try:
+            answer = await self._call("list_objects_v2", **kwargs)
+        except FileNotFoundError as exc:
+            raise self._no_bucket() from exc
+        objects = [(str(item["Key"]), int(item["Size"])) for item in answer.get("Contents", [])]
+        more = answer.get("IsTruncated") and answer.get("NextContinuationToken")
+        return objects, str(answer["NextContinuationToken"]) if more else None
 
     async def stat(self, sha256: str) -> int | None:
         try:

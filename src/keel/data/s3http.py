@@ -1,10 +1,11 @@
-"""A lean signed HTTP client for S3 object bodies (PUT and GET only).
+"""A lean signed HTTP client for S3 object bodies (PUT and GET) and listings.
 
 botocore spends about a millisecond of CPU on every request (endpoint rules, parameter
 validation, event hooks, response parsing); moving ten thousand 40 KB objects that way is
-CPU-bound at a few hundred objects per second. This client signs requests itself (AWS
-Signature Version 4, header form) and sends them with aiohttp, at a fraction of that cost.
-Listing, existence checks and deletes stay on botocore (few requests). Credentials, region
+CPU-bound at a few hundred objects per second — and its XML parser takes about 0.3 s per
+listing page of 1,000 keys. This client signs requests itself (AWS Signature Version 4, header
+form), sends them with aiohttp and reads listings with ElementTree, at a fraction of that cost.
+Existence checks and deletes stay on botocore (few requests). Credentials, region
 and endpoint come from the botocore client s3fs built, so every way botocore finds
 credentials (options, environment, profiles, roles) still applies.
 
@@ -56,8 +57,8 @@ class S3ResponseError(Exception):
 
 
 class Signer:
-    """AWS Signature Version 4 (header form) for S3 requests without a query string; every
-    header passed is signed except those in UNSIGNED.
+    """AWS Signature Version 4 (header form) for S3 requests; every header passed is signed
+    except those in UNSIGNED.
 
     >>> Signer("us-east-1").headers("GET", "127.0.0.1:8333", "/b/k", {}, EMPTY_SHA256,
     ...                              Credentials("AKID", "secret"))["Authorization"][:16]
@@ -77,6 +78,7 @@ class Signer:
         payload_sha256: str,
         credentials: Credentials | None,
         *,
+        query: dict[str, str] | None = None,
         now: float | None = None,
     ) -> dict[str, str]:
         """``extra`` plus the headers that authenticate the request (none when anonymous)."""
@@ -93,7 +95,7 @@ class Signer:
             [
                 method,
                 path,
-                "",
+                canonical_query(query or {}),
                 "".join(f"{n}:{signed[n]}\n" for n in names),
                 ";".join(names),
                 payload_sha256,
@@ -121,8 +123,26 @@ class Signer:
         return cached
 
 
+def canonical_query(query: dict[str, str]) -> str:
+    """A query string as SigV4 signs it — and as it is sent: names sorted, every character
+    but ``A-Za-z0-9-_.~`` percent-encoded (``/`` too)."""
+    return "&".join(
+        f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
+        for name, value in sorted(query.items())
+    )
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a listing: (key, size) pairs, and the token of the next page if any."""
+
+    objects: list[tuple[str, int]]
+    next_token: str | None
+
+
 class ObjectClient:
-    """PUT and GET of whole objects at ``endpoint/bucket/key`` (path-style addressing)."""
+    """PUT and GET of whole objects at ``endpoint/bucket/key`` (path-style addressing), and
+    listings of the bucket."""
 
     def __init__(
         self,
@@ -217,21 +237,51 @@ class ObjectClient:
             await _retry_or_raise(error, attempt)
         raise AssertionError("unreachable")  # pragma: no cover - _retry_or_raise raised
 
+    async def list_page(self, prefix: str, limit: int, token: str | None = None) -> ListPage:
+        """Up to ``limit`` keys under ``prefix`` (ListObjectsV2), from ``token`` on."""
+        query = {"list-type": "2", "prefix": prefix, "max-keys": str(limit)}
+        if token is not None:
+            query["continuation-token"] = token
+        error: BaseException
+        for attempt in range(ATTEMPTS):
+            try:
+                headers = await self._signed("GET", "", {}, EMPTY_SHA256, query)
+                url = self._url("", query)
+                async with self._http().get(url, headers=headers) as resp:
+                    payload = await resp.read()
+                    if resp.status == 200:
+                        return _list_page(payload)
+                    error = _error(resp.status, payload)
+            except (TimeoutError, OSError, _client_errors()) as exc:
+                error = exc
+            await _retry_or_raise(error, attempt)
+        raise AssertionError("unreachable")  # pragma: no cover - _retry_or_raise raised
+
     async def _signed(
-        self, method: str, key: str, extra: dict[str, str], payload: str
+        self,
+        method: str,
+        key: str,
+        extra: dict[str, str],
+        payload: str,
+        query: dict[str, str] | None = None,
     ) -> dict[str, str]:
         credentials = self._credentials()
         if asyncio.iscoroutine(credentials):
             credentials = await credentials
-        return self.signer.headers(method, self.host, self._path(key), extra, payload, credentials)
+        path = self._path(key)
+        return self.signer.headers(
+            method, self.host, path, extra, payload, credentials, query=query
+        )
 
     def _path(self, key: str) -> str:
-        return f"{self.base}/{quote(key, safe='/~')}"
+        return f"{self.base}/{quote(key, safe='/~')}" if key else self.base
 
-    def _url(self, key: str) -> Any:
+    def _url(self, key: str, query: dict[str, str] | None = None) -> Any:
         from yarl import URL
 
-        return URL(self.origin + self._path(key), encoded=True)  # signed as is: no requoting
+        suffix = f"?{canonical_query(query)}" if query else ""
+        # signed as is: no requoting
+        return URL(self.origin + self._path(key) + suffix, encoded=True)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -248,6 +298,25 @@ async def _file_chunks(
             sent[0] += len(chunk)
             advance(len(chunk))
             yield chunk
+
+
+def _list_page(payload: bytes) -> ListPage:
+    """A ListObjectsV2 answer read with ElementTree (namespaces stripped)."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(payload)
+    objects: list[tuple[str, int]] = []
+    truncated, token = False, None
+    for child in root:
+        name = child.tag.rpartition("}")[2]
+        if name == "Contents":
+            fields = {part.tag.rpartition("}")[2]: part.text or "" for part in child}
+            objects.append((fields.get("Key", ""), int(fields.get("Size", "0") or 0)))
+        elif name == "IsTruncated":
+            truncated = (child.text or "").strip().lower() == "true"
+        elif name == "NextContinuationToken":
+            token = child.text
+    return ListPage(objects, token if truncated and token else None)
 
 
 def _client_errors() -> type[Exception]:
