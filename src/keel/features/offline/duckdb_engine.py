@@ -226,7 +226,9 @@ def _query(
 
 def _used(params: dict[str, object], sql: str) -> dict[str, object]:
     """The parameters ``sql`` names (DuckDB refuses values it has no marker for)."""
-    return {name: value for name, value in params.items() if re.search(rf"\${name}\b", sql)}
+    return {
+        name: value for name, value in params.items() if re.search(rf"\${re.escape(name)}\b", sql)
+    }
 
 
 @contextmanager

@@ -92,14 +92,12 @@ def _key_match(plan: ViewPlan, other: str) -> str:
 def point_sql(plan: ViewPlan) -> str:
     """One row per entity row, in row order: ``__row``, ``__matched``, ``__v0``... (values of
     the plan's ``values``, NULL where there is no candidate), for a view with created times
-    (without them, `hits_sql` and `hit_values_sql` apply)."""
+    (without them, `merge_sql` and `hit_values_sql` apply)."""
     if not plan.known_at:
         return _point_sql_by_event_time(plan)
     keys = _key_list("", len(plan.keys))
-    vis = "greatest(__ev, __cr)" if plan.known_at and plan.created_us else "__ev"
+    vis = "greatest(__ev, __cr)"  # rule 3: visible once both created and happened
     ttl = "r.__ev >= p.__t - $ttl" if plan.ttl_us is not None else "TRUE"
-    values = ", ".join(f"{sql} AS __v{j}" for j, sql in enumerate(plan.values))
-    picked = ", ".join(f"f.__v{j}" for j in range(len(plan.values)))
     return f"""
 WITH src AS ({_source_rows(plan, [])}),
 ranked AS (
@@ -114,8 +112,8 @@ picked AS (
 winners AS (
     SELECT p.__row, CASE WHEN {ttl} THEN r.__seq END AS __seq
     FROM picked p LEFT JOIN ranked r ON r.__rank = p.__best),
-feat AS (SELECT {plan.source.seq} AS __seq, {values} FROM {plan.source.relation})
-SELECT w.__row, w.__seq IS NOT NULL AS __matched, {picked}
+feat AS ({_feature_rows(plan)})
+SELECT w.__row, w.__seq IS NOT NULL AS __matched, {_picked(plan)}
 FROM winners w LEFT JOIN feat f ON f.__seq = w.__seq
 ORDER BY w.__row"""
 
@@ -163,11 +161,19 @@ def hit_values_sql(plan: ViewPlan) -> str:
     feature values, read by sequence number in one hash join (built on the hits, probed by the
     source), in any order. Carrying the values through the sort instead costs three times as
     much."""
-    values = ", ".join(f"{sql} AS __v{j}" for j, sql in enumerate(plan.values))
-    picked = ", ".join(f"f.__v{j}" for j in range(len(plan.values)))
     return f"""
-WITH feat AS (SELECT {plan.source.seq} AS __seq, {values} FROM {plan.source.relation})
-SELECT h.__row, {picked} FROM feat f JOIN {HITS} h ON f.__seq = h.__seq"""
+WITH feat AS ({_feature_rows(plan)})
+SELECT h.__row, {_picked(plan)} FROM feat f JOIN {HITS} h ON f.__seq = h.__seq"""
+
+
+def _feature_rows(plan: ViewPlan) -> str:
+    """Every source row's sequence and feature values (``__seq``, ``__v0``...)."""
+    values = ", ".join(f"{sql} AS __v{j}" for j, sql in enumerate(plan.values))
+    return f"SELECT {plan.source.seq} AS __seq, {values} FROM {plan.source.relation}"
+
+
+def _picked(plan: ViewPlan) -> str:
+    return ", ".join(f"f.__v{j}" for j in range(len(plan.values)))
 
 
 def _point_sql_by_event_time(plan: ViewPlan) -> str:
@@ -177,8 +183,6 @@ def _point_sql_by_event_time(plan: ViewPlan) -> str:
     instead of two sorts of the whole source."""
     keys = _key_list("", len(plan.keys))
     ttl = "b.__ev >= e.__t - $ttl" if plan.ttl_us is not None else "TRUE"
-    values = ", ".join(f"{sql} AS __v{j}" for j, sql in enumerate(plan.values))
-    picked = ", ".join(f"f.__v{j}" for j in range(len(plan.values)))
     best = "max(struct_pack(c := __cr, s := __seq)).s"
     return f"""
 WITH src AS ({_source_rows(plan, [])}),
@@ -186,8 +190,8 @@ best AS (SELECT {keys}, __ev, {best} AS __seq FROM src GROUP BY {keys}, __ev),
 winners AS (
     SELECT e.__row, CASE WHEN b.__ev IS NOT NULL AND {ttl} THEN b.__seq END AS __seq
     FROM {ENTITIES} e ASOF LEFT JOIN best b ON {_key_match(plan, "b")} AND e.__t >= b.__ev),
-feat AS (SELECT {plan.source.seq} AS __seq, {values} FROM {plan.source.relation})
-SELECT w.__row, w.__seq IS NOT NULL AS __matched, {picked}
+feat AS ({_feature_rows(plan)})
+SELECT w.__row, w.__seq IS NOT NULL AS __matched, {_picked(plan)}
 FROM winners w LEFT JOIN feat f ON f.__seq = w.__seq
 ORDER BY w.__row"""
 
