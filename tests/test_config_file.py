@@ -116,3 +116,11 @@ def test_nothing_is_written_without_a_keel_folder(tmp_path: Path) -> None:
     (tmp_path / "keel.yaml").write_text(YAML, "utf-8")
     assert Project(tmp_path, environ={}).data_settings.jobs == 3
     assert not (tmp_path / ".keel").exists()
+
+
+def test_a_remembered_configuration_is_not_written_again_when_loaded_in_full(root: Path) -> None:
+    Project(root, environ={})
+    project = Project(root, environ={})  # read back
+    (root / ".keel" / SNAPSHOT_FILE).unlink()
+    assert project.config.data.jobs == 3  # the full configuration, loaded on first use
+    assert not (root / ".keel" / SNAPSHOT_FILE).exists()

@@ -58,7 +58,7 @@ class Project:
         from keel.config import load_config
 
         config = load_config(self.root, environ=self._environ, overrides=self._overrides)
-        if not self._overrides:
+        if not self._overrides and self._remembered is None:  # remembered already: no rewrite
             write_snapshot(self.keel_dir, self._fingerprint, _data_settings(config))
         return config
 
