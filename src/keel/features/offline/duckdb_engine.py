@@ -181,7 +181,8 @@ def _point_by_hits(
         stream = con.sql(merge_sql, params=_used(merge_params, merge_sql)).to_arrow_reader(
             _BATCH_ROWS
         )
-        winner, found = latest_merge.latest_rows(stream, len(plan.keys), rows, plan.ttl_us)
+        winner = latest_merge.latest_rows(stream, len(plan.keys), rows, plan.ttl_us)
+        found = winner >= 0
         hits = pa.table({"__row": np.flatnonzero(found), "__seq": winner[found]})
         con.register(duckdb_sql.HITS, hits)
         values_sql = duckdb_sql.hit_values_sql(plan)

@@ -39,16 +39,16 @@ class _Carry:
 
 def latest_rows(
     batches: Iterable[pa.RecordBatch], key_count: int, rows: int, ttl_us: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``rows`` entity rows, the sequence of its winning source row and whether it
-    has one (TTL applied), from the sorted stream of `keel.features.offline.duckdb_sql.
+) -> np.ndarray:
+    """For each of ``rows`` entity rows, the sequence of its winning source row, -1 where it
+    has none (TTL applied), from the sorted stream of `keel.features.offline.duckdb_sql.
     merge_sql`: columns ``__k0``... (``key_count`` of them), ``__time``, ``__ref``."""
     winner = np.full(rows, -1, dtype=np.int64)
     carry = _Carry()
     for batch in batches:
         if batch.num_rows:
             _merge_batch(batch, key_count, ttl_us, winner, carry)
-    return winner, winner >= 0
+    return winner
 
 
 def _merge_batch(
