@@ -219,6 +219,8 @@ def test_refused_credentials_are_one_clear_error_and_nothing_is_written(
         target = new_cache(tmp_path / "b")
         steps: dict[str, Callable[[], object]] = {
             "missing": partial(bad.missing, objects),
+            # enough hashes to be answered by listing rather than one by one
+            "missing, listed": partial(bad.missing, list(fill(cache, [7] * 300))),
             "push": partial(bad.push, cache, fill(cache, [5])),
             "pull": partial(bad.pull, target, list(objects)),
         }

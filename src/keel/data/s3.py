@@ -173,14 +173,7 @@ class S3Backend:
         """One page of keys under ``start`` and the next page's token: through the lean client
         where there is one (botocore parses a page of 1,000 keys in about 0.3 s of CPU)."""
         if self._objects is not None:
-            from keel.data.s3http import S3ResponseError
-
-            try:
-                page = await self._objects.list_page(start, LIST_PAGE, token)
-            except S3ResponseError as exc:
-                if exc.code == "NoSuchBucket":
-                    raise self._no_bucket() from exc
-                raise
+            page = await self._fast(self._objects.list_page(start, LIST_PAGE, token), None)
             return page.objects, page.next_token
         kwargs: dict[str, Any] = {"Prefix": start, "MaxKeys": LIST_PAGE}
         if token is not None:
@@ -290,8 +283,9 @@ class S3Backend:
             raise self._not_found(sha256) from None
         advance(dest.stat().st_size)
 
-    async def _fast(self, request: Any, sha256: str, src: Path | None = None) -> Any:
-        """Await an s3http request, translating S3 error answers into Keel errors."""
+    async def _fast(self, request: Any, sha256: str | None, src: Path | None = None) -> Any:
+        """Await an s3http request — about object ``sha256``, or a listing (None) —
+        translating S3 error answers into Keel errors."""
         import aiohttp
 
         from keel.data.remote import RemoteAccessError
@@ -305,7 +299,7 @@ class S3Backend:
                 raise PermissionError(str(exc)) from None
             if exc.code == "NoSuchBucket":
                 raise self._no_bucket() from None
-            if exc.status == 404 and src is None:
+            if exc.status == 404 and src is None and sha256 is not None:
                 raise self._not_found(sha256) from None
             if exc.status in (301, 307):
                 raise RemoteAccessError(
