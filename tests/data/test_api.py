@@ -89,6 +89,10 @@ def test_resolve_gives_hash_size_files_and_uri(repo: tuple[Project, str], tmp_pa
     )
     uri = keel.data.resolve("data/train.csv", project=with_remote).uri
     assert uri == f"{tmp_path / 'remote'}/objects/{sha(V2)[:2]}/{sha(V2)[2:]}"
+    # A file inside a folder is addressed through the folder's manifest (it may be packed).
+    inner_uri = keel.data.resolve("data/images/a.png", project=with_remote).uri
+    manifest = keel.data.resolve("data/images", project=with_remote).sha256
+    assert inner_uri == f"{tmp_path / 'remote'}/objects/{manifest[:2]}/{manifest[2:]}#a.png"
 
 
 @pytest.mark.parametrize(

@@ -118,6 +118,31 @@ def test_a_link_type_that_fails_falls_back_to_the_next(
         only_hardlink.link_to(sha(data), tmp_path / "w2.bin")
 
 
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "temporary-name"])
+def test_new_files_are_complete_when_named_with_or_without_unnamed_files(
+    unnamed: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not unnamed:
+        monkeypatch.delattr(os, "O_TMPFILE")  # a platform without it
+    cache = DataCache(tmp_path / "cache", ["reflink", "copy"])
+    data = os.urandom(3 << 20)
+    cache.put_bytes_verified(memoryview(data), sha(data))
+    assert cache.read_bytes(sha(data)) == data
+    assert cache.path_of(sha(data)).stat().st_mode & 0o777 == 0o444
+    with pytest.raises(ArtifactCorruptedError, match="hashes to"):
+        cache.put_bytes_verified(b"not it", sha(b"something else"))
+    assert not cache.has(sha(b"something else"))
+
+    dest = tmp_path / "work" / "file.bin"
+    assert cache.link_to(sha(data), dest) in ("reflink", "copy")
+    assert dest.read_bytes() == data
+    assert dest.stat().st_mode & 0o200  # the user's own, writable copy
+    assert cache._tmpfile_works is unnamed
+    leftovers = [p.name for p in (tmp_path / "work").iterdir()]
+    leftovers += [p.name for p in (cache.root / "tmp").glob("*")]
+    assert leftovers == ["file.bin"]  # no temporary file stays behind
+
+
 def test_link_to_replaces_the_destination_atomically(cache: DataCache, tmp_path: Path) -> None:
     data = b"new"
     cache.add_file(source(tmp_path, data), sha(data), 3)

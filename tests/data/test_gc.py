@@ -206,3 +206,44 @@ def test_gc_on_a_remote_deletes_only_unreferenced_objects(
 
 def _is_manifest(project: Project, sha: str) -> bool:
     return cache_for(project).read_bytes(sha)[:1] == b"["
+
+
+@pytest.mark.parametrize("kind", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_gc_deletes_a_remote_pack_only_when_nothing_in_it_is_referenced(
+    kind: str,
+    sqlite_project: Project,
+    sqlite_history: History,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import keel.data.packs
+    from keel.data.inventory import contents
+
+    monkeypatch.setattr(keel.data.packs, "PACK_MIN_OBJECTS", 1)  # even a few objects pack
+    history = sqlite_history
+    remote = make_remote(kind, request, sqlite_project.root.parent)
+    data = {"remotes": {"shared": {"url": remote.url, "options": dict(remote.options)}}}
+    project = Project(sqlite_project.root, overrides={"data": data}, environ={})
+    try:
+        cache = cache_for(project)
+        stray = cache.add_bytes(b"unreferenced, packed beside referenced objects")
+        everything = set(cache.objects())
+        doomed = history.c_only | {history.orphan}
+        remote.push(cache, doomed)  # a pack of garbage only
+        remote.push(cache, everything - doomed)  # a pack of referenced objects and the stray
+        before = contents(remote)
+        assert len(before.packs) == 2
+        assert not before.loose
+
+        dry = gc(project, remote="shared")
+        assert {sha for sha, _ in dry.remote or []} == doomed
+        assert (dry.packs, dry.kept_packed) == (1, 1)
+
+        gc(project, remote="shared", dry_run=False)
+        after = contents(remote)
+        assert set(after.packs) == {p for p, i in before.packs.items() if stray in i.objects}
+        assert remote.missing(everything) == doomed
+        fresh = DataCache(sqlite_project.root.parent / "fresh", ["copy"])
+        assert remote.pull(fresh, everything - doomed).transferred == len(everything - doomed)
+    finally:
+        project.close()

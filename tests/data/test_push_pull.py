@@ -14,6 +14,7 @@ import pytest
 
 from keel.data.cache import cache_for
 from keel.data.inventory import list_objects
+from keel.data.pointer import read_pointer
 from keel.data.remote import Remote
 from keel.errors import ArtifactCorruptedError, NotFoundError
 from keel.project import Project
@@ -106,10 +107,12 @@ def test_many_hashes_use_listing_and_still_find_exactly_the_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import keel.data.backends
+    import keel.data.packs
     import keel.data.s3
 
     monkeypatch.setattr(keel.data.s3, "LIST_PAGE", page)
     monkeypatch.setattr(keel.data.s3, "FLAT_LIST_LIMIT", flat_limit)
+    monkeypatch.setattr(keel.data.packs, "PACK_MIN_OBJECTS", 10**9)  # loose: they are listed
     if kind == "s3-botocore":
         botocore_only(monkeypatch)
         kind = "s3"
@@ -236,7 +239,7 @@ def cli(sqlite_project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.chdir(sqlite_project.root)
     monkeypatch.setattr(output.console, "width", 250)
     write(sqlite_project.root / "data" / "train.csv", b"a,b\n1,2\n")
-    for i in range(30):
+    for i in range(40):  # enough small files to travel in a pack
         write(sqlite_project.root / "data" / "images" / f"{i}.png", bytes([i]) * 1000)
     return sqlite_project
 
@@ -254,8 +257,16 @@ def test_push_pull_and_gc_commands(cli: Project, capsys: pytest.CaptureFixture[s
     assert keel(capsys, "data", "add", "data/train.csv", "data/images")[0] == 0
     code, out = keel(capsys, "data", "push", "-j", "4")
     assert code == 0, out
-    assert "pushed 32 object(s)" in out  # 31 files and the folder's manifest
+    assert "pushed 42 object(s)" in out  # 41 files and the folder's manifest
     assert "to remote 'shared'" in out
+    # The images went in one pack; what the pointers name stays loose, with its own address.
+    remote = cli.root.parent / "remote"
+    assert len(list((remote / "packs").glob("*.idx"))) == 1
+    loose = {p.parent.name + p.name for p in (remote / "objects").glob("*/*")}
+    pointers = [
+        read_pointer(cli.root / "data" / n, cli.root) for n in ("train.csv.keel", "images.keel")
+    ]
+    assert loose == {pointer.sha256 for pointer in pointers}
     code, out = keel(capsys, "data", "push", "--json")
     assert json.loads(out)["transferred"] == 0
 
@@ -264,15 +275,15 @@ def test_push_pull_and_gc_commands(cli: Project, capsys: pytest.CaptureFixture[s
     shutil.rmtree(cli.root / ".keel" / "cache")
     code, out = keel(capsys, "data", "pull")
     assert code == 0, out
-    assert "pulled 32 object(s) from remote 'shared'" in out
+    assert "pulled 42 object(s) from remote 'shared'" in out
     assert (cli.root / "data" / "train.csv").read_bytes() == b"a,b\n1,2\n"
     assert (cli.root / "data" / "images" / "7.png").read_bytes() == bytes([7]) * 1000
 
     shutil.rmtree(cli.root / ".keel" / "cache")  # the workspace matches; the cache is empty
     code, out = keel(capsys, "data", "pull")
-    assert "pulled 32 object(s)" in out
+    assert "pulled 42 object(s)" in out
     assert "workspace already up to date" in out
-    assert len(list(cache_for(cli).objects())) == 32
+    assert len(list(cache_for(cli).objects())) == 42
 
     orphan = cache_for(cli).add_bytes(b"unreferenced")
     code, out = keel(capsys, "data", "gc", "--remote", "shared")
@@ -307,9 +318,9 @@ def test_a_server_that_ignores_checksums_gets_checked_by_size_and_md5(
 
     real_check = s3.S3Backend._check_after_put
 
-    async def check(self: s3.S3Backend, sha256: str, src: Path, size: int) -> None:
-        heads.append(sha256)
-        await real_check(self, sha256, src, size)
+    async def check(self: s3.S3Backend, key: str, src: Path, size: int) -> None:
+        heads.append(key.rpartition("/objects/")[2].replace("/", ""))
+        await real_check(self, key, src, size)
 
     monkeypatch.setattr(s3http.ObjectClient, "put", put_without_echo)
     monkeypatch.setattr(s3.S3Backend, "_check_after_put", check)

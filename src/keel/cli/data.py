@@ -349,8 +349,10 @@ def push(
     with project_session() as project, _transfer_bar("push") as bar:
         target = remote_for(project, remote)
         cache = cache_for(project)
-        hashes = objects_of(cache, _tracked(project, paths), target)
-        report = target.push(cache, hashes, jobs=jobs, progress=bar)
+        tracked = _tracked(project, paths)
+        hashes = objects_of(cache, tracked, target)
+        named = {pointer.sha256 for pointer in tracked}  # stay loose: they have an address
+        report = target.push(cache, hashes, jobs=jobs, progress=bar, loose=named)
     if as_json:
         from keel.cli.output import print_json
 
@@ -472,6 +474,8 @@ def gc(
                 if report.remote is None
                 else [{"sha256": s, "size": n} for s, n in report.remote],
                 "unresolved": report.unresolved,
+                "remote_packs": report.packs,
+                "remote_kept_in_packs": report.kept_packed,
             }
         )
         return
@@ -494,6 +498,13 @@ def _print_gc(report: Any) -> None:
         f"kept {report.kept} referenced by pointer files (workspace and branches "
         f"{', '.join(report.branches) or 'none'}) or registered model versions"
     )
+    if report.packs:
+        print(f"the remote objects include {report.packs} pack(s) {verb} whole")
+    if report.kept_packed:
+        print(
+            f"{report.kept_packed} unreferenced remote object(s) stay: their packs also hold "
+            "referenced objects"
+        )
     if report.unresolved:
         print(
             f"{len(report.unresolved)} dataset(s) in model lineage are in neither the cache "

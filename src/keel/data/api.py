@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 class DatasetVersion:
     """One version of a dataset: ``path`` (project-relative), the ``sha256`` of its bytes (of
     the manifest for a folder), ``size`` in bytes, ``files`` count, and ``uri`` — the remote
-    object's URL when a remote is configured, else ``keel://<sha256>``."""
+    object's URL when a remote is configured, else ``keel://<sha256>``. A file inside a
+    tracked folder is addressed through its folder: ``<folder's uri>#<path in the folder>``
+    (small files travel packed, without an object URL of their own)."""
 
     path: str
     sha256: str
@@ -64,7 +66,12 @@ def resolve(
     from keel.data.remote import configured_remote
 
     remote = configured_remote(project)
-    uri = remote.object_url(found.sha256) if remote else f"keel://{found.sha256}"
+    tracked = found.pointer.sha256
+    uri = remote.object_url(tracked) if remote else f"keel://{tracked}"
+    if found.path != found.pointer.path:
+        from urllib.parse import quote
+
+        uri += "#" + quote(found.path[len(found.pointer.path) + 1 :])
     return DatasetVersion(found.path, found.sha256, found.size, found.files, uri)
 
 

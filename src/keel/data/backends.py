@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -128,26 +127,72 @@ class LocalBackend(_Threaded):
         finally:
             temp.unlink(missing_ok=True)
 
-    async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> None:
-        size = await self._call(self._download, sha256, dest)
+    async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> str | None:
+        size, digest = await self._call(self._download, sha256, dest)
         advance(size)
+        return digest
 
-    def _download(self, sha256: str, dest: Path) -> int:
+    def _download(self, sha256: str, dest: Path) -> tuple[int, str]:
+        digest = hashlib.sha256()
         try:
-            shutil.copyfile(self.path_of(sha256), dest)
+            with open(self.path_of(sha256), "rb") as source, open(dest, "wb") as out:
+                while chunk := source.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                return out.tell(), digest.hexdigest()
         except FileNotFoundError:
             raise NotFoundError(
                 f"object {sha256} is not on remote '{self.remote.name}' ({self.remote.url}); "
                 "push it from a machine whose cache has it"
             ) from None
-        return dest.stat().st_size
 
     async def delete(self, hashes: list[str]) -> None:
-        await self._call(self._delete, hashes)
+        await self._call(self._delete, [self.path_of(sha) for sha in hashes])
 
-    def _delete(self, hashes: list[str]) -> None:
-        for sha in hashes:
-            self.path_of(sha).unlink(missing_ok=True)
+    def _delete(self, paths: list[Path]) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+    async def put_blob(self, name: str, data: bytes, sha256: str) -> None:
+        await self._call(self._put_blob, self.root / name, data)
+
+    def _put_blob(self, target: Path, data: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            temp.write_bytes(data)
+            os.replace(temp, target)  # atomic: the blob appears whole or not at all
+        finally:
+            temp.unlink(missing_ok=True)
+
+    async def get_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes:
+        return await self._call(self._get_blob, self.root / name, start, length)
+
+    def _get_blob(self, path: Path, start: int, length: int | None) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                return f.read() if length is None else f.read(length)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path} is not on {self.remote.describe()}") from None
+
+    async def list_blobs(self, folder: str) -> dict[str, int]:
+        return await self._call(self._list_blobs, folder)
+
+    def _list_blobs(self, folder: str) -> dict[str, int]:
+        try:
+            entries = list(os.scandir(self.root / folder))
+        except FileNotFoundError:
+            return {}
+        # Temporary files start with '.': never complete blobs.
+        return {
+            f"{folder}/{e.name}": e.stat().st_size
+            for e in entries
+            if not e.name.startswith(".") and e.is_file()
+        }
+
+    async def delete_blobs(self, names: list[str]) -> None:
+        await self._call(self._delete, [self.root / name for name in names])
 
 
 class FsspecBackend(_Threaded):
@@ -226,9 +271,10 @@ class FsspecBackend(_Threaded):
                 f"instead of {size}; it was removed — push again"
             )
 
-    async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> None:
+    async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> str | None:
         size = await self._call(self._download, sha256, dest)
         advance(size)
+        return None
 
     def _download(self, sha256: str, dest: Path) -> int:
         try:
@@ -243,3 +289,48 @@ class FsspecBackend(_Threaded):
     async def delete(self, hashes: list[str]) -> None:
         if hashes:
             await self._call(self._fs.rm, [self._path(sha) for sha in hashes])
+
+    async def put_blob(self, name: str, data: bytes, sha256: str) -> None:
+        await self._call(self._put_blob, f"{self._base}/{name}", data)
+
+    def _put_blob(self, target: str, data: bytes) -> None:
+        if self.remote.protocol in ATOMIC_PUT:
+            self._fs.pipe_file(target, data)
+        else:
+            temp = f"{target}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+            self._fs.pipe_file(temp, data)
+            self._fs.mv(temp, target)
+        stored = int(self._fs.info(target)["size"])
+        if stored != len(data):
+            self._fs.rm_file(target)
+            raise StoreError(
+                f"{target} arrived on {self.remote.describe()} with {stored} bytes instead "
+                f"of {len(data)}; it was removed — push again"
+            )
+
+    async def get_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes:
+        end = None if length is None else start + length
+        try:
+            data = await self._call(self._fs.cat_file, f"{self._base}/{name}", start, end)
+        except FileNotFoundError:
+            raise NotFoundError(f"{name} is not on {self.remote.describe()}") from None
+        return bytes(data)
+
+    async def list_blobs(self, folder: str) -> dict[str, int]:
+        return await self._call(self._list_blobs, folder)
+
+    def _list_blobs(self, folder: str) -> dict[str, int]:
+        try:
+            entries = self._fs.ls(f"{self._base}/{folder}", detail=True)
+        except FileNotFoundError:
+            return {}
+        found: dict[str, int] = {}
+        for entry in entries:
+            name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if entry.get("type") != "directory" and ".tmp-" not in name:
+                found[f"{folder}/{name}"] = int(entry.get("size") or 0)
+        return found
+
+    async def delete_blobs(self, names: list[str]) -> None:
+        if names:
+            await self._call(self._fs.rm, [f"{self._base}/{name}" for name in names])

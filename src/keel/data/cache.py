@@ -20,6 +20,7 @@ verification finds it and it is re-fetched or re-added.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -59,6 +60,7 @@ class DataCache:
         self.root = Path(root)
         self.links = tuple(links)
         self._reflink_works: bool | None = None  # learned on first try, per cache object
+        self._tmpfile_works: bool | None = None  # likewise for unnamed files (O_TMPFILE)
         self._dirs: set[str] = set()
 
     # -- names ---------------------------------------------------------------------------
@@ -66,6 +68,11 @@ class DataCache:
         if not is_sha256(sha256):
             raise InvalidInputError(f"{sha256!r} is not a sha256 hex digest (64 hex characters)")
         return self.root / "objects" / sha256[:2] / sha256[2:]
+
+    @property
+    def pack_indexes(self) -> Path:
+        """Where the indexes of remote packs are kept once read (keel.data.packs)."""
+        return self.root / "packs"
 
     def has(self, sha256: str) -> bool:
         return self.path_of(sha256).is_file()
@@ -184,11 +191,61 @@ class DataCache:
                 temp.unlink(missing_ok=True)
         return sha
 
-    def put_verified(self, src: Path, sha256: str) -> None:
-        """Move the downloaded file ``src`` into place as object ``sha256`` after checking its
-        hash; on a mismatch ``src`` is deleted and ArtifactCorruptedError raised."""
+    def put_bytes_verified(self, data: bytes | memoryview, sha256: str) -> None:
+        """Store downloaded ``data`` as object ``sha256`` after checking its hash; on a
+        mismatch nothing is written and ArtifactCorruptedError raised."""
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise ArtifactCorruptedError(
+                f"object {sha256} as downloaded hashes to {digest} (tampered or truncated); "
+                "it was refused — check the remote's copy, or push it again from a good cache"
+            )
         target = self.path_of(sha256)
-        digest, _ = sha256_file(src)
+        self._ensure_dir(target.parent)
+        if self._tmpfile_works is not False and self._publish_unnamed(target, data):
+            return
+        temp = self.new_temp(sha256)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def _publish_unnamed(self, target: Path, data: bytes | memoryview) -> bool:
+        """Write ``data`` into an unnamed file in the object's folder and give it its name
+        only when complete (O_TMPFILE, then linkat): nothing partial is ever visible, a
+        crash leaves nothing behind, and no temporary name makes threads contend for the
+        folder's lock twice. False where the filesystem cannot (then a temporary name)."""
+        try:
+            fd = os.open(target.parent, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o444)
+        except (AttributeError, OSError):
+            self._tmpfile_works = False
+            return False
+        try:
+            _write_all(fd, data)
+            try:
+                _name_unnamed(fd, target)
+            except FileExistsError:
+                pass  # the same bytes (the same hash) arrived another way
+            except OSError:
+                self._tmpfile_works = False
+                return False
+        finally:
+            os.close(fd)
+        self._tmpfile_works = True
+        return True
+
+    def put_verified(self, src: Path, sha256: str, digest: str | None = None) -> None:
+        """Move the downloaded file ``src`` into place as object ``sha256`` after checking its
+        hash (``digest``, when it was hashed as it was written); on a mismatch ``src`` is
+        deleted and ArtifactCorruptedError raised."""
+        target = self.path_of(sha256)
+        if digest is None:
+            digest, _ = sha256_file(src)
         if digest != sha256:
             Path(src).unlink(missing_ok=True)
             raise ArtifactCorruptedError(
@@ -242,6 +299,10 @@ class DataCache:
                 "`keel data pull` fetches it from the remote"
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.links[0] != "hardlink" and not os.path.lexists(dest):
+            made = self._copy_unnamed(source, dest)
+            if made is not None:
+                return made
         temp = dest.with_name(f".{dest.name}.keel-tmp-{os.getpid()}")
         try:
             how, _ = self._materialize(source, temp, 0o666, prefer_link=False)
@@ -249,6 +310,61 @@ class DataCache:
         finally:
             temp.unlink(missing_ok=True)
         return how
+
+    def _copy_unnamed(self, src: Path, dest: Path) -> str | None:
+        """A new workspace file as an unnamed clone or copy of ``src``, named ``dest`` once
+        complete (see _publish_unnamed); the link type used, or None to take the
+        temporary-name path (no O_TMPFILE here, or ``dest`` appeared meanwhile)."""
+        if self._tmpfile_works is False:
+            return None
+        try:
+            fd = os.open(dest.parent, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+        except (AttributeError, OSError):
+            self._tmpfile_works = False
+            return None
+        try:
+            with open(src, "rb", buffering=0) as source:
+                how = self._fill_unnamed(source.fileno(), fd)
+            if how is None:
+                return None
+            try:
+                _name_unnamed(fd, dest)
+            except FileExistsError:
+                return None
+            except OSError:
+                self._tmpfile_works = False
+                return None
+        finally:
+            os.close(fd)
+        self._tmpfile_works = True
+        return how
+
+    def _fill_unnamed(self, src: int, dest: int) -> str | None:
+        """Clone or copy ``src`` into ``dest`` by the configured order; None when a hardlink
+        comes first (the temporary-name path makes those)."""
+        for how in self.links:
+            if how == "reflink":
+                if self._reflink_works is not False and self._clone_fd(src, dest):
+                    return how
+                continue
+            if how == "copy":
+                _copy_fds(src, dest, os.fstat(src).st_size)
+                return how
+            return None
+        return None
+
+    def _clone_fd(self, src: int, dest: int) -> bool:
+        import fcntl
+
+        try:
+            fcntl.ioctl(dest, FICLONE, src)
+        except OSError as exc:
+            if exc.errno not in _NO_REFLINK:
+                raise
+            self._reflink_works = False
+            return False
+        self._reflink_works = True
+        return True
 
     def _materialize(
         self, src: Path, dest: Path, mode: int, *, prefer_link: bool
@@ -280,23 +396,31 @@ class DataCache:
     def _reflink(self, src: Path, dest: Path, mode: int) -> bool:
         if self._reflink_works is False:
             return False
-        import fcntl
-
+        cloned = False
         try:
             with open(src, "rb", buffering=0) as source:
                 fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
                 try:
-                    fcntl.ioctl(fd, FICLONE, source.fileno())
+                    cloned = self._clone_fd(source.fileno(), fd)
                 finally:
                     os.close(fd)
-        except OSError as exc:
-            dest.unlink(missing_ok=True)
-            if exc.errno not in _NO_REFLINK:
-                raise
-            self._reflink_works = False
-            return False
-        self._reflink_works = True
-        return True
+        finally:
+            if not cloned:
+                dest.unlink(missing_ok=True)
+        return cloned
+
+
+def _name_unnamed(fd: int, target: Path) -> None:
+    """Give the O_TMPFILE file ``fd`` the name ``target``: linkat(AT_SYMLINK_FOLLOW) on its
+    /proc/self/fd link. A dir fd argument is what makes os.link call linkat with that flag
+    (plain link() would link the /proc symlink itself); the absolute source ignores it."""
+    os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd, follow_symlinks=True)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _copy(src: Path, dest: Path, mode: int) -> os.stat_result:

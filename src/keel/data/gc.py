@@ -6,7 +6,9 @@ An object is kept when anything could still ask for it:
 - the lineage of any registered model version: the datasets its run, or any parent of that
   run, read or declared (run_inputs of kind 'dataset'). DVC's gc only looks at the workspace
   and so deletes data a model still needs (DVC issue #3476); here the model registry counts.
-A folder keeps its manifest and every file the manifest lists.
+A folder keeps its manifest and every file the manifest lists. On a remote, a pack
+(keel.data.packs) is deleted whole once none of its objects is referenced, and kept whole
+while any is.
 
 The default is a dry run that reports what would be deleted and the bytes freed; ``dry_run=
 False`` deletes from the local cache and, when a remote is given, from the remote too.
@@ -28,6 +30,7 @@ from keel.errors import KeelError, StateError
 
 if TYPE_CHECKING:
     from keel.data.cache import DataCache
+    from keel.data.inventory import Contents
     from keel.data.pointer import Pointer
     from keel.data.remote import Remote
     from keel.project import Project
@@ -40,7 +43,9 @@ SNIFF_LIMIT = 64 << 20  # a lineage ref of unknown kind is read as a manifest on
 class GcReport:
     """``cache``/``remote``: (sha256, size) of the objects deleted — or that would be, when
     ``dry_run``. ``kept``: objects referenced. ``unresolved``: model-lineage datasets found
-    nowhere (nothing of theirs can be kept)."""
+    nowhere (nothing of theirs can be kept). ``packs``: remote packs deleted whole;
+    ``kept_packed``: unreferenced remote objects kept because their pack also holds
+    referenced ones."""
 
     dry_run: bool
     kept: int
@@ -49,6 +54,8 @@ class GcReport:
     remote_name: str | None = None
     branches: list[str] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)
+    packs: int = 0
+    kept_packed: int = 0
 
     @property
     def freed_bytes(self) -> int:
@@ -83,23 +90,53 @@ def gc(
     lineage_keep, unresolved = _lineage_objects(project, cache, source)
     keep |= lineage_keep
     local = [(sha, _size(cache.path_of(sha))) for sha in cache.objects() if sha not in keep]
-    on_remote: list[tuple[str, int]] | None = None
+    garbage = _RemoteGarbage()
     if target is not None:
-        from keel.data.inventory import list_objects
+        from keel.data.inventory import contents
 
-        listing = list_objects(target)
-        on_remote = sorted((sha, size) for sha, size in listing.items() if sha not in keep)
+        garbage = _remote_garbage(contents(target, indexes=cache.pack_indexes), keep)
     if not dry_run:
-        _delete(project, cache, local, target, on_remote)
+        _delete(project, cache, local, target, garbage)
     return GcReport(
         dry_run,
         len(keep),
         local,
-        on_remote,
+        garbage.objects if target else None,
         target.name if target else None,
         names,
         unresolved,
+        packs=len(garbage.packs),
+        kept_packed=garbage.kept_packed,
     )
+
+
+@dataclass(frozen=True)
+class _RemoteGarbage:
+    """What gc removes from a remote: loose objects, and packs none of whose objects is
+    referenced; ``objects`` lists every object that goes (sha256, size)."""
+
+    objects: list[tuple[str, int]] = field(default_factory=list)
+    loose: list[str] = field(default_factory=list)
+    packs: list[str] = field(default_factory=list)
+    kept_packed: int = 0
+
+
+def _remote_garbage(held: Contents, keep: set[str]) -> _RemoteGarbage:
+    """A pack goes only when nothing in it is referenced; a pack holding any referenced
+    object stays whole (its unreferenced objects are counted in ``kept_packed``)."""
+    loose = sorted(sha for sha in held.loose if sha not in keep)
+    dead = sorted(pack for pack, index in held.packs.items() if keep.isdisjoint(index.objects))
+    going = {sha: held.loose[sha] for sha in loose}
+    for pack in dead:
+        going.update((sha, size) for sha, (_, size) in held.packs[pack].objects.items())
+    stranded = {
+        sha
+        for pack, index in held.packs.items()
+        if pack not in dead
+        for sha in index.objects
+        if sha not in keep
+    }
+    return _RemoteGarbage(sorted(going.items()), loose, dead, len(stranded))
 
 
 def _branches(root: Path, given: Iterable[str] | None) -> list[str]:
@@ -229,14 +266,14 @@ def _delete(
     cache: DataCache,
     local: list[tuple[str, int]],
     target: Remote | None,
-    on_remote: list[tuple[str, int]] | None,
+    garbage: _RemoteGarbage,
 ) -> None:
     from keel.data.statcache import stat_cache_for
 
-    if target is not None and on_remote:
+    if target is not None and (garbage.loose or garbage.packs):
         from keel.data.inventory import delete_objects
 
-        delete_objects(target, [sha for sha, _ in on_remote])
+        delete_objects(target, garbage.loose, whole_packs=garbage.packs)
     for sha, _ in local:
         cache.remove(sha)
     with stat_cache_for(project.keel_dir) as stats:

@@ -13,9 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from keel.core.hashing import is_sha256
+from keel.data import packs
+from keel.data.packs import PackIndex, packed_sizes
 from keel.errors import InvalidInputError, KeelError, StoreError
 
 if TYPE_CHECKING:
@@ -25,10 +29,28 @@ T = TypeVar("T")
 HEAD_LIMIT = 64  # up to this many hashes, ask per object; beyond, list
 
 
+@dataclass(frozen=True)
+class Contents:
+    """What a remote holds: its ``loose`` objects (sha256 -> size) and its complete
+    ``packs`` (pack sha256 -> index)."""
+
+    loose: dict[str, int]
+    packs: dict[str, PackIndex]
+
+    def objects(self) -> dict[str, int]:
+        """Every object, loose or packed: sha256 -> size."""
+        return {**packed_sizes(self.packs), **self.loose}
+
+
 def missing(
-    remote: Remote, hashes: Iterable[str], sizes: Mapping[str, int] | None = None
+    remote: Remote,
+    hashes: Iterable[str],
+    sizes: Mapping[str, int] | None = None,
+    *,
+    indexes: Path | None = None,
 ) -> set[str]:
     """The hashes that ``remote`` lacks (or holds with a size other than ``sizes`` says).
+    ``indexes`` is where pack indexes are kept between calls (DataCache.pack_indexes).
 
     >>> missing(remote_for(project), ["9f2c..."])           # doctest: +SKIP
     {'9f2c...'}
@@ -38,35 +60,49 @@ def missing(
         return set()
 
     async def work(backend: Backend) -> set[str]:
-        return await find_missing(backend, wanted, sizes or {}, remote.jobs)
+        held = await packs.load(backend, indexes, remote.jobs)
+        return await find_missing(backend, wanted, sizes or {}, remote.jobs, packed_sizes(held))
+
+    return run(with_backend(remote, work))
+
+
+def contents(remote: Remote, *, indexes: Path | None = None) -> Contents:
+    """Everything on ``remote``: its loose objects (its 256 prefixes listed in parallel, or a
+    few pages when it is small) and its packs."""
+
+    async def work(backend: Backend) -> Contents:
+        held = await packs.load(backend, indexes, remote.jobs)
+        small = await backend.list_small()
+        if small is not None:
+            return Contents(small, held)
+        found: dict[str, int] = {}
+        prefixes = [f"{n:02x}" for n in range(256)]
+        for listing in await gather_limited([backend.list_prefix(p) for p in prefixes], 32):
+            found.update(listing)
+        return Contents(found, held)
 
     return run(with_backend(remote, work))
 
 
 def list_objects(remote: Remote) -> dict[str, int]:
-    """Every object on ``remote``: sha256 -> size (its 256 prefixes listed in parallel)."""
-
-    async def work(backend: Backend) -> dict[str, int]:
-        found: dict[str, int] = {}
-        small = await backend.list_small()
-        if small is not None:
-            return small
-        prefixes = [f"{n:02x}" for n in range(256)]
-        for listing in await gather_limited([backend.list_prefix(p) for p in prefixes], 32):
-            found.update(listing)
-        return found
-
-    return run(with_backend(remote, work))
+    """Every object on ``remote``, loose or packed: sha256 -> size."""
+    return contents(remote).objects()
 
 
-def delete_objects(remote: Remote, hashes: Iterable[str]) -> None:
-    """Delete objects from ``remote`` (absent ones are ignored)."""
+def delete_objects(remote: Remote, hashes: Iterable[str], whole_packs: Iterable[str] = ()) -> None:
+    """Delete loose objects and whole packs from ``remote`` (absent ones are ignored). A
+    pack's index goes first, so a pack is never listed without its bytes."""
     doomed = sorted(checked(hashes))
+    dead = sorted(checked(whole_packs))
 
     async def work(backend: Backend) -> None:
-        await backend.delete(doomed)
+        if doomed:
+            await backend.delete(doomed)
+        if dead:
+            await backend.delete_blobs([packs.index_name(sha) for sha in dead])
+            await backend.delete_blobs([packs.pack_name(sha) for sha in dead])
 
-    if doomed:
+    if doomed or dead:
         run(with_backend(remote, work))
 
 
@@ -105,9 +141,20 @@ async def with_backend(remote: Remote, work: Callable[[Backend], Awaitable[T]]) 
 
 
 async def find_missing(
-    backend: Backend, wanted: set[str], sizes: Mapping[str, int], jobs: int
+    backend: Backend,
+    wanted: set[str],
+    sizes: Mapping[str, int],
+    jobs: int,
+    packed: Mapping[str, int],
 ) -> set[str]:
-    present: dict[str, int] = {}
+    """The objects of ``wanted`` the remote lacks; ``packed`` (sha256 -> size) are those its
+    packs hold, the rest are looked up loose."""
+    present = {sha: packed[sha] for sha in wanted if sha in packed}
+    if sizes:
+        present = {sha: size for sha, size in present.items() if sizes.get(sha, size) == size}
+    wanted = wanted - present.keys()
+    if not wanted:
+        return set()
     if len(wanted) <= HEAD_LIMIT:
         ordered = sorted(wanted)
         found = await gather_limited([backend.stat(sha) for sha in ordered], jobs)
@@ -116,6 +163,7 @@ async def find_missing(
         # A small remote answers in a few pages; otherwise list only the prefixes holding
         # wanted objects, in parallel.
         small = await backend.list_small()
+        present = {}
         if small is not None:
             present = small
         else:

@@ -2,7 +2,8 @@
 
 A remote is any fsspec URL named in keel.yaml (``data.remotes``). Objects live at
 ``<url>/objects/ab/cdef...`` — the cache's layout — named by their sha256, so an object is
-written once and never changes:
+written once and never changes; small objects are stored in packs under ``<url>/packs/``
+(keel.data.packs):
 
     data:
       remote: storage
@@ -76,12 +77,20 @@ class Remote:
     def describe(self) -> str:
         return f"remote '{self.name}' ({self.url})"
 
-    def missing(self, hashes: Iterable[str], sizes: Mapping[str, int] | None = None) -> set[str]:
+    def missing(
+        self,
+        hashes: Iterable[str],
+        sizes: Mapping[str, int] | None = None,
+        *,
+        indexes: Path | None = None,
+    ) -> set[str]:
         """The hashes not on the remote (an object whose size differs from ``sizes`` counts
-        as missing). Lists the remote's prefixes in parallel rather than asking per object."""
+        as missing). Reads the pack indexes (kept in ``indexes`` when given: the data
+        cache's ``pack_indexes``) and lists the remote's prefixes in parallel rather than
+        asking per object."""
         from keel.data import inventory
 
-        return inventory.missing(self, hashes, sizes)
+        return inventory.missing(self, hashes, sizes, indexes=indexes)
 
     def push(
         self,
@@ -90,11 +99,15 @@ class Remote:
         *,
         jobs: int | None = None,
         progress: TransferProgress | None = None,
+        loose: Iterable[str] = (),
     ) -> TransferReport:
-        """Upload the objects of ``hashes`` that the remote lacks, verifying each one."""
+        """Upload the objects of ``hashes`` that the remote lacks, verifying each one. Small
+        objects travel packed, except those in ``loose`` (what pointers name themselves)."""
         from keel.data import transfer
 
-        return transfer.push(self, cache, hashes, jobs=jobs or self.jobs, progress=progress)
+        return transfer.push(
+            self, cache, hashes, jobs=jobs or self.jobs, progress=progress, loose=loose
+        )
 
     def pull(
         self,
@@ -217,11 +230,29 @@ class Backend(Protocol):
         """Store ``src`` as object ``sha256`` atomically, verify it, report bytes sent."""
         ...
 
-    async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> None:
-        """Write object ``sha256`` to the local file ``dest`` (unverified: the cache checks)."""
+    async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> str | None:
+        """Write object ``sha256`` to the local file ``dest`` (unverified: the cache checks);
+        returns the sha256 of the bytes written when they were hashed on the way, else None."""
         ...
 
     async def delete(self, hashes: list[str]) -> None: ...
+
+    # Named blobs beside the objects (packs and their indexes, keel.data.packs): ``name`` is
+    # a path relative to the remote's url, such as "packs/<sha256>.idx".
+
+    async def put_blob(self, name: str, data: bytes, sha256: str) -> None:
+        """Store ``data`` (which hashes to ``sha256``) as ``name`` atomically, verified."""
+        ...
+
+    async def get_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes:
+        """``length`` bytes of blob ``name`` from ``start`` (all of it when None)."""
+        ...
+
+    async def list_blobs(self, folder: str) -> dict[str, int]:
+        """name -> size of the complete blobs directly under ``folder``."""
+        ...
+
+    async def delete_blobs(self, names: list[str]) -> None: ...
 
 
 def open_backend(remote: Remote) -> Backend:

@@ -191,7 +191,8 @@ def _refuse_unsaved(fetcher: _Fetcher, unsaved: list[tuple[str, str]]) -> None:
         return
     remote = fetcher.remote()
     if remote is not None:
-        absent = remote.missing({sha for _, sha in unsaved})
+        indexes = fetcher.cache.pack_indexes
+        absent = remote.missing({sha for _, sha in unsaved}, indexes=indexes)
         unsaved = [(path, sha) for path, sha in unsaved if sha in absent]
     if unsaved:
         paths = [path for path, _ in unsaved]

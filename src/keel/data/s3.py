@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -196,54 +197,90 @@ class S3Backend:
     async def upload(
         self, sha256: str, src: Path, size: int, advance: Callable[[int], None]
     ) -> None:
+        key = self.key(sha256)
         try:
-            echoed = await self._put(sha256, src, size, advance)
+            echoed = await self._put(key, sha256, src, size, advance)
         except _RefusedError as exc:
             # The server hashed something else than the name says: the cache object is
             # damaged, or the bytes were damaged on the way (then one more try).
             loop = asyncio.get_running_loop()
             if (await loop.run_in_executor(None, sha256_file, src))[0] != sha256:
                 raise corrupted_source(sha256, src) from None
-            try:
-                echoed = await self._put(sha256, src, size, advance)
-            except _RefusedError:
-                raise StoreError(
-                    f"{self.remote.describe()} refused object {sha256} twice as corrupted in "
-                    f"transit ({exc}); check the network, then push again"
-                ) from None
+            echoed = await self._put_again(key, sha256, src, size, advance, exc)
+        await self._check_stored(key, sha256, src, size, echoed)
+
+    async def put_blob(self, name: str, data: bytes, sha256: str) -> None:
+        key = f"{self.prefix}{name}"
+        try:
+            echoed = await self._put(key, sha256, data, len(data), _ignore)
+        except _RefusedError as exc:  # hashed in memory just now: damaged in transit
+            echoed = await self._put_again(key, sha256, data, len(data), _ignore, exc)
+        await self._check_stored(key, sha256, data, len(data), echoed)
+
+    async def _put_again(
+        self,
+        key: str,
+        sha256: str,
+        body: Path | bytes,
+        size: int,
+        advance: Callable[[int], None],
+        first: _RefusedError,
+    ) -> str | None:
+        try:
+            return await self._put(key, sha256, body, size, advance)
+        except _RefusedError:
+            raise StoreError(
+                f"{self.remote.describe()} refused {key} twice as corrupted in transit "
+                f"({first}); check the network, then push again"
+            ) from None
+
+    async def _check_stored(
+        self, key: str, sha256: str, body: Path | bytes, size: int, echoed: str | None
+    ) -> None:
         expected = base64.b64encode(bytes.fromhex(sha256)).decode()
         if echoed is not None and echoed != expected:
             raise StoreError(
-                f"{self.remote.describe()} stored object {sha256} with checksum {echoed} "
+                f"{self.remote.describe()} stored {key} with checksum {echoed} "
                 f"instead of {expected}; push again"
             )
         if echoed is None:
-            await self._check_after_put(sha256, src, size)
+            await self._check_after_put(key, body, size)
 
     async def _put(
-        self, sha256: str, src: Path, size: int, advance: Callable[[int], None]
+        self,
+        key: str,
+        sha256: str,
+        body: Path | bytes,
+        size: int,
+        advance: Callable[[int], None],
     ) -> str | None:
-        if size > SINGLE_PUT_LIMIT:
-            await self._fs._put_file(str(src), f"{self.bucket}/{self.key(sha256)}")
+        if size > SINGLE_PUT_LIMIT and isinstance(body, Path):
+            await self._fs._put_file(str(body), f"{self.bucket}/{key}")
             advance(size)
             return None
         if self._objects is not None:
-            put = self._objects.put(self.key(sha256), src, sha256, size, advance)
-            echoed: str | None = await self._fast(put, sha256, src)
+            put = self._objects.put(key, body, sha256, size, advance)
+            echoed: str | None = await self._fast(put, sha256, body)
             return echoed
-        echoed = await self._put_botocore(sha256, src, size)
+        echoed = await self._put_botocore(key, sha256, body, size)
         advance(size)
         return echoed
 
-    async def _put_botocore(self, sha256: str, src: Path, size: int) -> str | None:
+    async def _put_botocore(
+        self, key: str, sha256: str, body: Path | bytes, size: int
+    ) -> str | None:
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
         client = await self._fs.get_s3(self.bucket)
-        with open(src, "rb") as body:
+        with contextlib.ExitStack() as stack:
+            payload: Any = body
+            if isinstance(body, Path):
+                stream = stack.enter_context(open(body, "rb"))
+                payload = stream.read() if size <= (64 << 20) else stream
             try:
                 answer = await client.put_object(
                     Bucket=self.bucket,
-                    Key=self.key(sha256),
-                    Body=body.read() if size <= (64 << 20) else body,
+                    Key=key,
+                    Body=payload,
                     ContentLength=size,
                     ChecksumSHA256=checksum,
                 )
@@ -259,31 +296,37 @@ class S3Backend:
         value = answer.get("ChecksumSHA256")
         return str(value) if value else None
 
-    async def _check_after_put(self, sha256: str, src: Path, size: int) -> None:
+    async def _check_after_put(self, key: str, body: Path | bytes, size: int) -> None:
         """For servers that ignore x-amz-checksum-sha256: compare size and MD5 ETag."""
-        head = await self._call("head_object", Key=self.key(sha256))
+        head = await self._call("head_object", Key=key)
         etag = str(head.get("ETag", "")).strip('"')
         md5 = ""
         if len(etag) == 32 and "-" not in etag:
-            md5 = await asyncio.get_running_loop().run_in_executor(None, _md5_file, src)
+            if isinstance(body, bytes):
+                md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
+            else:
+                md5 = await asyncio.get_running_loop().run_in_executor(None, _md5_file, body)
         if int(head["ContentLength"]) != size or (md5 and md5 != etag):
-            await self._call("delete_object", Key=self.key(sha256))
+            await self._call("delete_object", Key=key)
             raise StoreError(
-                f"object {sha256} on {self.remote.describe()} did not match what was sent "
+                f"{key} on {self.remote.describe()} did not match what was sent "
                 "(size or MD5); it was deleted — push again"
             )
 
-    async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> None:
+    async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> str | None:
         if self._objects is not None:
-            await self._fast(self._objects.get(self.key(sha256), dest, advance), sha256)
-            return
+            digest: str = await self._fast(
+                self._objects.get(self.key(sha256), dest, advance), sha256
+            )
+            return digest
         try:
             await self._fs._get_file(f"{self.bucket}/{self.key(sha256)}", str(dest))
         except FileNotFoundError:
             raise self._not_found(sha256) from None
         advance(dest.stat().st_size)
+        return None
 
-    async def _fast(self, request: Any, sha256: str | None, src: Path | None = None) -> Any:
+    async def _fast(self, request: Any, sha256: str | None, src: Path | bytes | None = None) -> Any:
         """Await an s3http request — about object ``sha256``, or a listing (None) —
         translating S3 error answers into Keel errors."""
         import aiohttp
@@ -313,8 +356,11 @@ class S3Backend:
             raise ConnectionError(f"Cannot connect to {self.remote.url}: {exc}") from exc
 
     async def delete(self, hashes: list[str]) -> None:
-        for start in range(0, len(hashes), 1000):
-            batch = [{"Key": self.key(sha)} for sha in hashes[start : start + 1000]]
+        await self._delete_keys([self.key(sha) for sha in hashes])
+
+    async def _delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
             answer = await self._call("delete_objects", Delete={"Objects": batch, "Quiet": True})
             errors = answer.get("Errors") or []
             if errors:
@@ -323,6 +369,38 @@ class S3Backend:
                     f"{len(errors)} object(s) could not be deleted from {self.remote.describe()}"
                     f" (first: {first.get('Key')}: {first.get('Code')} {first.get('Message')})"
                 )
+
+    async def get_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes:
+        key = f"{self.prefix}{name}"
+        if self._objects is not None:
+            data: bytes = await self._fast(self._objects.get_range(key, start, length), name)
+            return data
+        kwargs: dict[str, Any] = {}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            kwargs["Range"] = f"bytes={start}-{end}"
+        try:
+            answer = await self._call("get_object", Key=key, **kwargs)
+        except FileNotFoundError:
+            raise NotFoundError(f"{name} is not on {self.remote.describe()}") from None
+        async with answer["Body"] as stream:
+            return bytes(await stream.read())
+
+    async def list_blobs(self, folder: str) -> dict[str, int]:
+        start = f"{self.prefix}{folder}/"
+        found: dict[str, int] = {}
+        token: str | None = None
+        while True:
+            page, token = await self._list_page(start, token)
+            for key, size in page:
+                name = key[len(self.prefix) :]
+                if "/" not in name[len(folder) + 1 :]:
+                    found[name] = size
+            if token is None:
+                return found
+
+    async def delete_blobs(self, names: list[str]) -> None:
+        await self._delete_keys([f"{self.prefix}{name}" for name in names])
 
     async def _bucket_must_exist(self) -> None:
         """Some servers answer 403 for a bucket that does not exist: say which it is."""
@@ -346,6 +424,10 @@ class S3Backend:
             f"object {sha256} is not on {self.remote.describe()}; push it from a machine "
             "whose cache has it"
         )
+
+
+def _ignore(nbytes: int) -> None:
+    pass
 
 
 class _RefusedError(Exception):

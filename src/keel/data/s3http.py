@@ -183,22 +183,29 @@ class ObjectClient:
             self._session = None
 
     async def put(
-        self, key: str, src: Path, sha256: str, size: int, advance: Callable[[int], None]
+        self,
+        key: str,
+        src: Path | bytes,
+        sha256: str,
+        size: int,
+        advance: Callable[[int], None],
     ) -> str | None:
-        """Upload ``src`` as ``key``; the server checks the body against ``sha256``.
-        Returns the checksum the server echoed (None when it ignores checksums)."""
+        """Upload ``src`` (a file, or bytes in memory) as ``key``; the server checks the body
+        against ``sha256``. Returns the checksum the server echoed (None when it ignores
+        checksums)."""
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
         extra = {
             "Content-Length": str(size),
             "Content-Type": "application/octet-stream",
             "x-amz-checksum-sha256": checksum,
         }
-        small = size <= STREAM_CHUNK
-        data = src.read_bytes() if small else None
+        stream = None if isinstance(src, bytes) or size <= STREAM_CHUNK else src
+        data = None if stream is not None else src if isinstance(src, bytes) else src.read_bytes()
+        small = stream is None
         error: BaseException
         for attempt in range(ATTEMPTS):
             sent = [0]
-            body: Any = data if small else _file_chunks(src, sent, advance)
+            body: Any = data if stream is None else _file_chunks(stream, sent, advance)
             try:
                 headers = await self._signed("PUT", key, extra, sha256)
                 async with self._http().put(self._url(key), data=body, headers=headers) as resp:
@@ -214,8 +221,9 @@ class ObjectClient:
             await _retry_or_raise(error, attempt)
         raise AssertionError("unreachable")  # pragma: no cover - _retry_or_raise raised
 
-    async def get(self, key: str, dest: Path, advance: Callable[[int], None]) -> int:
-        """Download ``key`` into the local file ``dest``; returns the bytes written."""
+    async def get(self, key: str, dest: Path, advance: Callable[[int], None]) -> str:
+        """Download ``key`` into the local file ``dest``; returns the sha256 of the bytes
+        written (hashed as they arrive, so the file need not be read back)."""
         error: BaseException
         for attempt in range(ATTEMPTS):
             written = 0
@@ -225,15 +233,35 @@ class ObjectClient:
                     if resp.status != 200:
                         error = _error(resp.status, await resp.read())
                     else:
+                        digest = hashlib.sha256()
                         with open(dest, "wb") as out:
-                            async for chunk in resp.content.iter_chunked(STREAM_CHUNK):
+                            async for chunk in resp.content.iter_any():
+                                digest.update(chunk)
                                 out.write(chunk)
                                 written += len(chunk)
                                 advance(len(chunk))
-                        return written
+                        return digest.hexdigest()
             except (TimeoutError, OSError, _client_errors()) as exc:
                 error = exc
             advance(-written)
+            await _retry_or_raise(error, attempt)
+        raise AssertionError("unreachable")  # pragma: no cover - _retry_or_raise raised
+
+    async def get_range(self, key: str, start: int, length: int | None) -> bytes:
+        """``length`` bytes of ``key`` from ``start`` (to the end when None), in memory."""
+        wanted = f"bytes={start}-" + ("" if length is None else str(start + length - 1))
+        extra = {} if start == 0 and length is None else {"Range": wanted}
+        error: BaseException
+        for attempt in range(ATTEMPTS):
+            try:
+                headers = await self._signed("GET", key, extra, EMPTY_SHA256)
+                async with self._http().get(self._url(key), headers=headers) as resp:
+                    payload = await resp.read()
+                    if resp.status in (200, 206):
+                        return payload
+                    error = _error(resp.status, payload)
+            except (TimeoutError, OSError, _client_errors()) as exc:
+                error = exc
             await _retry_or_raise(error, attempt)
         raise AssertionError("unreachable")  # pragma: no cover - _retry_or_raise raised
 

@@ -1,9 +1,11 @@
 """Parallel push and pull between the data cache and a remote.
 
-Only missing objects move: a push first lists which objects the remote already has (prefix
-listings in parallel, or one existence check per object when there are few), a pull skips
-what the cache holds. Transfers run as coroutines on one event loop, ``jobs`` at a time,
-largest objects first so big files overlap with the many small ones.
+Only missing objects move: a push first lists which objects the remote already has (its pack
+indexes, then prefix listings in parallel, or one existence check per object when there are
+few), a pull skips what the cache holds. Small objects travel in packs (keel.data.packs): a
+push packs them, a pull reads the packs it needs with ranged reads. Transfers run as
+coroutines on one event loop, ``jobs`` at a time, largest first so big files overlap with the
+many small ones.
 
 What "verified" means:
 - push to S3: the PUT carries ``x-amz-checksum-sha256`` (the object's name, so free to
@@ -13,11 +15,15 @@ What "verified" means:
 - push to a local folder: the bytes are hashed while they are copied to a temporary name and
   renamed into place only when they match.
 - push to other fsspec remotes: the source is hashed before the upload, the size after it.
-- pull: every object is hashed before it enters the cache (DataCache.put_verified).
+- push of a pack: each member is hashed as it is read from the cache, the pack is uploaded
+  as an object named by its own hash (verified as above), and its index only after that.
+- pull: every object is hashed before it enters the cache (DataCache.put_verified), also
+  each one cut out of a pack.
 
 An interrupted push never leaves an object that looks complete: an S3 PUT is atomic (the
-object appears whole or not at all), local uploads go through a temporary name. A rerun
-lists the remote again and sends whatever is still missing.
+object appears whole or not at all), local uploads go through a temporary name, and a pack
+counts only once its index is there. A rerun lists the remote again and sends whatever is
+still missing.
 
 One object failing does not stop the others; the error raised at the end names the failures.
 A remote that refuses the credentials or cannot be reached stops everything at once with
@@ -30,16 +36,16 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
+from keel.data import packs
 from keel.data.inventory import checked, find_missing, run, with_backend
-from keel.errors import KeelError, NotFoundError, StoreError
+from keel.errors import ArtifactCorruptedError, KeelError, NotFoundError, StoreError
 
 if TYPE_CHECKING:
     from keel.data.cache import DataCache
     from keel.data.remote import Backend, Remote
 
-T = TypeVar("T")
 INLINE_BYTES = 1 << 20  # smaller objects are hashed on the event loop (cheaper than a thread)
 
 
@@ -78,13 +84,17 @@ def push(
     *,
     jobs: int,
     progress: TransferProgress | None = None,
+    loose: Iterable[str] = (),
 ) -> TransferReport:
-    """Upload the objects of ``hashes`` that ``remote`` lacks, ``jobs`` at a time.
+    """Upload the objects of ``hashes`` that ``remote`` lacks, ``jobs`` at a time. Small
+    objects go in packs (keel.data.packs) unless they are among ``loose`` (the objects
+    pointers name themselves, which keep an address of their own).
 
     >>> push(remote, cache, objects_of(cache, pointers), jobs=8).transferred  # doctest: +SKIP
     10004
     """
     wanted = checked(hashes)
+    keep_loose = set(loose)
     started = time.monotonic()
     if not wanted:
         return TransferReport(0, 0, 0, 0.0)
@@ -92,23 +102,23 @@ def push(
     bar = progress or _NoProgress()
 
     async def work(backend: Backend) -> TransferReport:
-        todo = await find_missing(backend, wanted, sizes, jobs)
+        held = await packs.load(backend, cache.pack_indexes, jobs)
+        todo = await find_missing(backend, wanted, sizes, jobs, packs.packed_sizes(held))
         lost = sorted(todo & absent)
         if lost:
             raise NotFoundError(
                 f"{len(lost)} object(s) to push are neither in the data cache nor on "
                 f"{remote.describe()} (first: {lost[0]}); `keel data add` the data again"
             )
-        order = sorted(todo, key=lambda sha: sizes[sha], reverse=True)
-        total = sum(sizes[sha] for sha in order)
-        if order:
-            bar.start(len(order), total)
-
-        async def one(sha: str) -> None:
-            await backend.upload(sha, cache.path_of(sha), sizes[sha], bar.advance)
-
-        await _run_all(order, one, jobs, bar, "push", remote)
-        return TransferReport(len(order), total, len(wanted) - len(order), _since(started))
+        groups = packs.plan(todo - keep_loose, sizes)
+        grouped = {sha for group in groups for sha in group}
+        work = [_upload_loose(backend, cache, sha, sizes[sha], bar) for sha in todo - grouped]
+        work += [_upload_pack(backend, cache, group, sizes, bar) for group in groups]
+        total = sum(sizes[sha] for sha in todo)
+        if todo:
+            bar.start(len(todo), total)
+        await _run_all(work, jobs, bar, "push", remote)
+        return TransferReport(len(todo), total, len(wanted) - len(todo), _since(started))
 
     return run(with_backend(remote, work))
 
@@ -131,74 +141,147 @@ def pull(
     """
     wanted = checked(hashes)
     started = time.monotonic()
-    sizes = dict(sizes or {})
-    order = sorted(
-        (sha for sha in wanted if not cache.has(sha)), key=lambda s: sizes.get(s, 0), reverse=True
-    )
+    known = dict(sizes or {})
+    order = {sha for sha in wanted if not cache.has(sha)}
     bar = progress or _NoProgress()
     if not order:
         return TransferReport(0, 0, len(wanted), _since(started))
 
     async def work(backend: Backend) -> TransferReport:
-        bar.start(len(order), sum(sizes.get(sha, 0) for sha in order))
-        moved = 0
-
-        async def one(sha: str) -> None:
-            nonlocal moved
-            temp = cache.new_temp(sha)
-            try:
-                await backend.download(sha, temp, bar.advance)
-                size = temp.stat().st_size
-                if size > INLINE_BYTES:
-                    await asyncio.get_running_loop().run_in_executor(
-                        None, cache.put_verified, temp, sha
-                    )
-                else:
-                    cache.put_verified(temp, sha)
-                moved += size
-            finally:
-                temp.unlink(missing_ok=True)
-
-        await _run_all(order, one, jobs, bar, "pull", remote)
-        return TransferReport(len(order), moved, len(wanted) - len(order), _since(started))
+        held = await packs.load(backend, cache.pack_indexes, jobs)
+        known.update(packs.packed_sizes(held))
+        reads, loose = packs.spans(order, held)
+        bar.start(len(order), sum(known.get(sha, 0) for sha in order))
+        moved = [0]
+        work = [
+            _download_loose(backend, cache, sha, known.get(sha, 0), bar, moved) for sha in loose
+        ]
+        work += [_download_span(backend, cache, span, bar, moved) for span in reads]
+        await _run_all(work, jobs, bar, "pull", remote)
+        return TransferReport(len(order), moved[0], len(wanted) - len(order), _since(started))
 
     return run(with_backend(remote, work))
 
 
-async def _run_all(
-    order: list[str],
-    one: Callable[[str], Awaitable[None]],
-    jobs: int,
+@dataclass(frozen=True)
+class _Work:
+    """One request's worth of transfer: a loose object, or a pack (push) / a ranged read of
+    one (pull). ``label`` names it in errors."""
+
+    label: str
+    nbytes: int
+    objects: int
+    run: Callable[[], Awaitable[None]]
+
+
+def _upload_loose(
+    backend: Backend, cache: DataCache, sha: str, size: int, bar: TransferProgress
+) -> _Work:
+    async def run() -> None:
+        await backend.upload(sha, cache.path_of(sha), size, bar.advance)
+
+    return _Work(f"object {sha}", size, 1, run)
+
+
+def _upload_pack(
+    backend: Backend,
+    cache: DataCache,
+    members: list[str],
+    sizes: Mapping[str, int],
     bar: TransferProgress,
-    verb: str,
-    remote: Remote,
+) -> _Work:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        body, index = await loop.run_in_executor(None, packs.build, cache, members)
+        await packs.upload(backend, body, index)
+        packs.keep_index(cache.pack_indexes, index)
+        bar.advance(len(body))
+
+    nbytes = sum(sizes[sha] for sha in members)
+    return _Work(
+        f"a pack of {len(members)} objects (first: {members[0]})", nbytes, len(members), run
+    )
+
+
+def _download_loose(
+    backend: Backend,
+    cache: DataCache,
+    sha: str,
+    size: int,
+    bar: TransferProgress,
+    moved: list[int],
+) -> _Work:
+    async def run() -> None:
+        temp = cache.new_temp(sha)
+        try:
+            digest = await backend.download(sha, temp, bar.advance)
+            got = temp.stat().st_size
+            if got > INLINE_BYTES and digest is None:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, cache.put_verified, temp, sha
+                )
+            else:
+                cache.put_verified(temp, sha, digest)
+            moved[0] += got
+        finally:
+            temp.unlink(missing_ok=True)
+
+    return _Work(f"object {sha}", size, 1, run)
+
+
+def _download_span(
+    backend: Backend, cache: DataCache, span: packs.Span, bar: TransferProgress, moved: list[int]
+) -> _Work:
+    async def run() -> None:
+        data = await backend.get_blob(packs.pack_name(span.pack), span.start, span.end - span.start)
+        bar.advance(len(data))
+        bad = await asyncio.get_running_loop().run_in_executor(None, packs.store, cache, span, data)
+        if bad:
+            raise ArtifactCorruptedError(
+                f"{len(bad)} object(s) read from pack {span.pack} on the remote hash "
+                f"differently than their names (first: {bad[0]}); they were refused — push "
+                "them again from a clone whose cache holds them"
+            )
+        moved[0] += sum(size for _, _, size in span.members)
+
+    first = span.members[0][0]
+    return _Work(
+        f"object {first} (and {len(span.members) - 1} more from pack {span.pack})",
+        span.end - span.start,
+        len(span.members),
+        run,
+    )
+
+
+async def _run_all(
+    work: list[_Work], jobs: int, bar: TransferProgress, verb: str, remote: Remote
 ) -> None:
-    """Run ``one`` over ``order`` with ``jobs`` workers. A RemoteAccessError stops all
+    """Run ``work`` (largest first) with ``jobs`` workers. A RemoteAccessError stops all
     workers at once; other failures are collected and raised together at the end."""
     from keel.data.remote import RemoteAccessError, access_error
 
-    queue = iter(order)
+    queue = iter(sorted(work, key=lambda item: item.nbytes, reverse=True))
     failures: dict[str, KeelError] = {}
 
     async def worker() -> None:
-        for sha in queue:
+        for item in queue:
             try:
-                await one(sha)
+                await item.run()
             except RemoteAccessError:
                 raise
             except KeelError as exc:
-                failures[sha] = exc
+                failures[item.label] = exc
             except Exception as exc:  # translated: per object, or fatal for the remote
                 fatal = access_error(remote, exc)
                 if fatal is not None:
                     raise fatal from exc
-                failures[sha] = StoreError(
-                    f"object {sha} failed to {verb}: {type(exc).__name__}: {exc}"
+                failures[item.label] = StoreError(
+                    f"{item.label} failed to {verb}: {type(exc).__name__}: {exc}"
                 )
             else:
-                bar.advance(0, 1)
+                bar.advance(0, item.objects)
 
-    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(jobs, len(order))))]
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(jobs, len(work))))]
     try:
         await asyncio.gather(*workers)
     finally:
@@ -206,7 +289,7 @@ async def _run_all(
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
     if failures:
-        raise _combined(failures, len(order), verb, remote)
+        raise _combined(failures, len(work), verb, remote)
 
 
 def _combined(failures: dict[str, KeelError], total: int, verb: str, remote: Remote) -> KeelError:
@@ -216,7 +299,7 @@ def _combined(failures: dict[str, KeelError], total: int, verb: str, remote: Rem
     kind: type[KeelError] = kinds.pop() if len(kinds) == 1 else StoreError
     first = next(iter(failures.values()))
     return kind(
-        f"{len(failures)} of {total} objects failed to {verb} with {remote.describe()}; the "
+        f"{len(failures)} of {total} transfers failed to {verb} with {remote.describe()}; the "
         f"others were transferred. First failure: {first} — fix it and run "
         f"`keel data {verb}` again to finish"
     )

@@ -308,4 +308,9 @@ def _absent_on_remote(
     if found is None:
         return None, None
     everything: set[str] = set().union(*(needs() for needs in needed))
-    return set(found.missing(everything)) if everything else set(), found.name
+    if not everything:
+        return set(), found.name
+    from keel.data.cache import cache_for
+
+    indexes = cache_for(project).pack_indexes
+    return set(found.missing(everything, indexes=indexes)), found.name

@@ -182,7 +182,9 @@ def check_datasets_available(project: Project, datasets: Mapping[str, str]) -> N
     if not absent:
         return
     remote = configured_remote(project)
-    missing = set(absent) if remote is None else remote.missing(set(absent))
+    missing = (
+        set(absent) if remote is None else remote.missing(set(absent), indexes=cache.pack_indexes)
+    )
     if missing:
         shown = ", ".join(f"{absent[sha]} ({sha[:12]})" for sha in sorted(missing))
         where = "no data remote is configured" if remote is None else f"nor on {remote.describe()}"

@@ -1,0 +1,210 @@
+"""Packs of small objects on a remote: how they are planned and read (properties), and that
+they round-trip, stay invisible until complete, and refuse damaged bytes on every kind of
+remote."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import keel.data.packs as packs
+from keel.data.inventory import contents
+from keel.data.packs import PackIndex
+from keel.data.remote import Remote
+from keel.errors import ArtifactCorruptedError, StoreError
+from tests.data.remote_support import REMOTE_KINDS, Recorder, fill, make_remote, new_cache
+
+
+def _sha(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+@st.composite
+def layouts(draw: st.DrawFn) -> tuple[dict[str, PackIndex], set[str]]:
+    """Packs of objects laid end to end (sizes up to 3 MiB, so gaps and the read limit
+    matter), and a wanted set: some packed objects, some in no pack."""
+    count = draw(st.integers(1, 60))
+    sizes = draw(st.lists(st.integers(0, 3 << 20), min_size=count, max_size=count))
+    cuts = sorted(set(draw(st.lists(st.integers(1, count), max_size=4))) | {count})
+    held: dict[str, PackIndex] = {}
+    start = 0
+    for number, end in enumerate(cuts):
+        offset, objects = 0, {}
+        for n in range(start, end):
+            objects[_sha(n)] = (offset, sizes[n])
+            offset += sizes[n]
+        held[_sha(-1 - number)] = PackIndex(_sha(-1 - number), offset, objects)
+        start = end
+    chosen = draw(st.sets(st.integers(0, count - 1)))
+    absent = draw(st.sets(st.integers(count, count + 5)))
+    return held, {_sha(n) for n in chosen | absent}
+
+
+@settings(max_examples=200, deadline=None)
+@given(layouts())
+def test_spans_read_every_wanted_packed_object_once_within_the_limits(
+    layout: tuple[dict[str, PackIndex], set[str]],
+) -> None:
+    held, wanted = layout
+    reads, loose = packs.spans(wanted, held)
+    packed = {sha for index in held.values() for sha in index.objects}
+    assert loose == wanted - packed
+    members = [sha for span in reads for sha, _, _ in span.members]
+    assert sorted(members) == sorted(wanted & packed)  # each exactly once
+    for span in reads:
+        index = held[span.pack]
+        for sha, offset, size in span.members:
+            assert index.objects[sha] == (offset, size)
+            assert span.start <= offset
+            assert offset + size <= span.end
+        ordered = sorted(span.members, key=lambda member: member[1])
+        assert span.start == ordered[0][1]
+        assert span.end == max(offset + size for _, offset, size in ordered)
+        for (_, offset, size), (_, following, _) in itertools.pairwise(ordered):
+            assert following - (offset + size) <= packs.READ_GAP
+        assert len(span.members) == 1 or span.end - span.start <= packs.READ_BYTES
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2 << 20), max_size=120, unique_by=lambda n: n))
+def test_plan_packs_each_small_object_once_in_hash_order(sizes_list: list[int]) -> None:
+    sizes = {_sha(n): size for n, size in enumerate(sizes_list)}
+    groups = packs.plan(sizes, sizes)
+    small = sorted(sha for sha, size in sizes.items() if size <= packs.PACK_OBJECT_LIMIT)
+    if len(small) < packs.PACK_MIN_OBJECTS:
+        assert groups == []
+        return
+    assert [sha for group in groups for sha in group] == small
+    for group in groups:
+        assert sum(sizes[sha] for sha in group[:-1]) < packs.PACK_BYTES
+
+
+def test_a_damaged_index_is_one_clear_error() -> None:
+    good = PackIndex(_sha(0), 10, {_sha(1): (0, 4), _sha(2): (4, 6)})
+    assert PackIndex.decode(_sha(0), good.encode()) == good
+    for damaged in (b"{not json", b'{"format": "other"}', good.encode().replace(b"10", b"7")):
+        with pytest.raises(StoreError, match=f"pack index {_sha(0)}.idx is damaged"):
+            PackIndex.decode(_sha(0), damaged)
+
+
+@pytest.fixture(params=REMOTE_KINDS)
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
+    if request.param != "local":
+        request.applymarker(pytest.mark.s3)
+    return make_remote(request.param, request, tmp_path)
+
+
+def test_small_objects_travel_packed_and_come_back_byte_for_byte(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packs, "PACK_BYTES", 50_000)  # several packs
+    source = new_cache(tmp_path / "a")
+    objects = fill(source, [0, 1, *range(1000, 41_000, 1000), 2 << 20])
+    big = max(objects, key=lambda sha: len(objects[sha]))
+    keep_loose = next(sha for sha in objects if len(objects[sha]) == 1)
+    pushed = Recorder()
+    report = remote.push(source, objects, progress=pushed, loose={keep_loose})
+    total = sum(len(data) for data in objects.values())
+    assert (report.transferred, report.bytes) == (len(objects), total)
+    assert (pushed.objects, pushed.nbytes) == (len(objects), total)
+
+    held = contents(remote)
+    assert set(held.loose) == {big, keep_loose}
+    assert len(held.packs) > 1
+    assert held.objects() == {sha: len(data) for sha, data in objects.items()}
+    assert remote.missing(objects) == set()
+
+    target = new_cache(tmp_path / "b")
+    pulled = Recorder()
+    report = remote.pull(target, objects, progress=pulled)
+    assert (report.transferred, report.bytes) == (len(objects), total)
+    assert (pulled.objects, pulled.nbytes) == (len(objects), total)
+    for sha, data in objects.items():
+        assert target.read_bytes(sha) == data
+    # The indexes were kept: the next question about the remote reads none of them again.
+    assert {p.name for p in target.pack_indexes.iterdir()} == {f"{p}.idx" for p in held.packs}
+
+
+def test_a_pull_of_a_few_packed_objects_reads_only_their_ranges(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packs, "READ_GAP", 0)  # every object not adjacent to another: a read
+    source = new_cache(tmp_path / "a")
+    objects = sorted(fill(source, [10_000] * 40))
+    remote.push(source, objects)
+    reads: list[tuple[str, int, int | None]] = []
+    original = packs.spans
+
+    def spy(wanted: Any, held: Any) -> Any:
+        found = original(wanted, held)
+        reads.extend((span.pack, span.start, span.end) for span in found[0])
+        return found
+
+    monkeypatch.setattr(packs, "spans", spy)
+    target = new_cache(tmp_path / "b")
+    wanted = [objects[3], objects[4], objects[20]]  # two neighbours, one alone
+    assert remote.pull(target, wanted).transferred == 3
+    assert sorted(end - start for _, start, end in reads) == [10_000, 20_000]
+    assert set(target.objects()) == set(wanted)
+
+
+def test_a_damaged_packed_object_is_refused_and_the_others_arrive(
+    remote: Remote, tmp_path: Path
+) -> None:
+    source = new_cache(tmp_path / "a")
+    objects = fill(source, [3000] * 40)
+    remote.push(source, objects)
+    (pack, index), *_ = contents(remote).packs.items()
+    victim, (offset, _size) = sorted(index.objects.items(), key=lambda item: item[1])[5]
+    body = bytearray(packs_bytes(remote, pack))
+    body[offset] ^= 0xFF
+    replace_blob(remote, packs.pack_name(pack), bytes(body))
+
+    target = new_cache(tmp_path / "b")
+    with pytest.raises(ArtifactCorruptedError, match=f"first: {victim}"):
+        remote.pull(target, objects)
+    assert set(target.objects()) == set(objects) - {victim}
+    for sha in target.objects():
+        assert target.read_bytes(sha) == objects[sha]
+
+
+def test_a_pack_without_its_index_is_invisible_and_a_rerun_sends_again(
+    remote: Remote, tmp_path: Path
+) -> None:
+    source = new_cache(tmp_path / "a")
+    objects = fill(source, [2000] * 40)
+    remote.push(source, objects)
+    (pack,) = contents(remote).packs
+    delete_blob(remote, packs.index_name(pack))  # as if the push died between the two PUTs
+    fresh = Remote(remote.name, remote.url, remote.options, remote.jobs)
+    assert fresh.missing(objects) == set(objects)
+    assert fresh.push(source, objects).transferred == len(objects)
+    assert list(contents(fresh).packs) == [pack]  # the same objects make the same pack
+
+
+def packs_bytes(remote: Remote, pack: str) -> bytes:
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(f"{remote.url}/{packs.pack_name(pack)}", **dict(remote.options))
+    data: bytes = fs.cat_file(path)
+    return data
+
+
+def replace_blob(remote: Remote, name: str, data: bytes) -> None:
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(f"{remote.url}/{name}", **dict(remote.options))
+    fs.pipe_file(path, data)
+
+
+def delete_blob(remote: Remote, name: str) -> None:
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(f"{remote.url}/{name}", **dict(remote.options))
+    fs.rm_file(path)
