@@ -253,3 +253,58 @@ def git_pointer_sha(project: Project, rel: str) -> str:
     from keel.data.pointer import read_pointer
 
     return read_pointer(project.root / f"{rel}.keel", project.root).sha256
+
+
+def test_a_fresh_path_fills_while_objects_arrive_and_an_existing_one_waits(
+    tmp_path: Path, repo: Project, two_commits: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data/images is absent (a fresh clone's state): its files are written as their objects
+    arrive. data/train.csv exists at v2: it changes only once everything is fetched — and
+    when an object is missing everywhere, it does not change at all."""
+    import shutil
+
+    import keel.data.restore as restore
+    import keel.data.transfer as transfer
+    from keel.data.remote import remote_for
+
+    first, _ = two_commits
+    project = Project(
+        repo.root, overrides={"data.remotes": {"r": {"url": str(tmp_path / "remote")}}}, environ={}
+    )
+    cache = cache_for(project)
+    remote_for(project).push(cache, set(cache.objects()))
+    for sha in set(cache.objects()):
+        cache.remove(sha)
+    shutil.rmtree(project.root / "data" / "images")
+
+    events: list[str] = []
+    real_write, real_pull = restore._write, transfer.pull
+
+    def write_spy(cache: object, root: Path, rel: str, sha: str) -> object:
+        events.append(f"write {rel}")
+        return real_write(cache, root, rel, sha)  # type: ignore[arg-type]
+
+    def pull_spy(*args: object, **kwargs: object) -> object:
+        report = real_pull(*args, **kwargs)  # type: ignore[arg-type]
+        events.append("pull done")
+        return report
+
+    monkeypatch.setattr(restore, "_write", write_spy)
+    monkeypatch.setattr(transfer, "pull", pull_spy)
+    checkout(project, rev=first)
+    assert data_files(project) == V1
+    last_pull = max(i for i, event in enumerate(events) if event == "pull done")
+    before_end = {event for event in events[:last_pull] if event.startswith("write")}
+    assert "write data/images/cats/a.png" in before_end  # written while fetching
+    assert "write data/train.csv" not in before_end  # existing: only after everything
+    assert status(project).clean
+
+    # Now v2 of train.csv is needed and its object is nowhere: the existing file stays.
+    (tmp_path / "remote").rename(tmp_path / "gone")
+    shutil.rmtree(project.root / "data" / "images")
+    for sha in set(cache.objects()):
+        cache.remove(sha)
+    train = (project.root / "data" / "train.csv").read_bytes()
+    with pytest.raises(NotFoundError):
+        checkout(project)
+    assert (project.root / "data" / "train.csv").read_bytes() == train

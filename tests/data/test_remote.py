@@ -134,6 +134,53 @@ def test_signer_matches_botocore(
     assert ours["x-amz-date"] == "20130524T000000Z"
 
 
+def test_requests_retry_transient_failures_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from keel.data import s3http
+
+    async def no_wait(seconds: float) -> None:
+        pass
+
+    monkeypatch.setattr(s3http.asyncio, "sleep", no_wait)
+    failures: list[BaseException] = [OSError("reset"), s3http.S3ResponseError(503, "Slow", "")]
+    calls, undone = [0], [0]
+
+    async def flaky() -> str:
+        calls[0] += 1
+        if failures:
+            raise failures.pop(0)
+        return "done"
+
+    def undo() -> None:
+        undone[0] += 1
+
+    assert asyncio.run(s3http._retrying(flaky, undo)) == "done"
+    assert (calls[0], undone[0]) == (3, 2)
+
+    async def missing() -> str:
+        calls[0] += 1
+        raise s3http.S3ResponseError(404, "NoSuchKey", "gone")
+
+    calls[0] = 0
+    with pytest.raises(s3http.S3ResponseError, match="NoSuchKey"):
+        asyncio.run(s3http._retrying(missing))
+    assert calls[0] == 1  # a definite answer is not asked again
+
+    async def down() -> str:
+        calls[0] += 1
+        raise OSError("refused")
+
+    calls[0] = 0
+    with pytest.raises(OSError, match="refused"):
+        asyncio.run(s3http._retrying(down))
+    assert calls[0] == s3http.ATTEMPTS
+    with pytest.raises(s3http.S3ResponseError, match="MalformedListing"):
+        s3http._list_page(b"<ListBucketResult><Contents>")
+
+
 def test_anonymous_requests_are_not_signed() -> None:
     headers = Signer("us-east-1").headers("GET", "h", "/b/k", {}, "e" * 64, None)
     assert "Authorization" not in headers

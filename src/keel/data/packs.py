@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -222,9 +222,11 @@ def _span(pack: str, run: list[tuple[str, int, int]]) -> Span:
     return Span(pack, run[0][1], max(offset + size for _, offset, size in run), tuple(run))
 
 
-def store(cache: DataCache, span: Span, data: bytes) -> list[str]:
-    """Put each member of ``span`` (read as ``data``) into the cache after checking its hash;
-    returns the members that hashed wrong (not stored)."""
+def store(
+    cache: DataCache, span: Span, data: bytes, stored: Callable[[str], None] | None = None
+) -> list[str]:
+    """Put each member of ``span`` (read as ``data``) into the cache after checking its hash,
+    telling ``stored`` of each; returns the members that hashed wrong (not stored)."""
     if len(data) != span.end - span.start:
         raise StoreError(
             f"pack {span.pack} answered {len(data)} bytes for a read of "
@@ -239,4 +241,7 @@ def store(cache: DataCache, span: Span, data: bytes) -> list[str]:
             cache.put_bytes_verified(view[offset - span.start : offset - span.start + size], sha)
         except ArtifactCorruptedError:
             bad.append(sha)
+        else:
+            if stored is not None:
+                stored(sha)
     return bad

@@ -117,13 +117,21 @@ class Remote:
         jobs: int | None = None,
         sizes: Mapping[str, int] | None = None,
         progress: TransferProgress | None = None,
+        stored: Callable[[str], None] | None = None,
     ) -> TransferReport:
         """Download the objects of ``hashes`` that the cache lacks; each is sha256-verified
-        before it enters the cache. ``sizes`` (when known) sizes the progress bar."""
+        before it enters the cache (and ``stored`` is told). ``sizes`` (when known) sizes
+        the progress bar."""
         from keel.data import transfer
 
         return transfer.pull(
-            self, cache, hashes, jobs=jobs or self.jobs, sizes=sizes, progress=progress
+            self,
+            cache,
+            hashes,
+            jobs=jobs or self.jobs,
+            sizes=sizes,
+            progress=progress,
+            stored=stored,
         )
 
 

@@ -3,7 +3,9 @@
 Everything that can fail is done before the workspace is touched: pointers are read and
 validated, missing objects fetched from the remote, the objects to be written verified, and
 workspace files that hold changes not saved with `keel data add` found (checkout refuses to
-overwrite them without ``force``). Only then are files written, each by an atomic rename.
+overwrite them without ``force``). Only then are files written, each atomically. One
+exception saves time and risks nothing: a tracked path with nothing in the workspace yet (a
+fresh clone) gets its files as their objects arrive, while the rest still downloads.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,13 +94,25 @@ def checkout(
         if not force:
             _refuse_unsaved(fetcher, [item for plan in plans for item in plan.unsaved])
         wanted = {sha for plan in plans for _, sha, _ in plan.writes}
-        fetcher.fetch(wanted, pending)
-        _verify(cache, stats, wanted - fetcher.fetched, jobs)
         links: dict[str, int] = {}
         total = sum(size for plan in plans for _, _, size in plan.writes)
         done = [0]
-        for plan in plans:
-            _apply(root, cache, stats, plan, links, jobs, progress, done, total)
+        with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as pool:
+            early = _EarlyWrites(root, cache, [p for p in plans if p.current is None], pool)
+            fetcher.fetch(wanted, pending, stored=early.ready)
+            _verify(cache, stats, wanted - fetcher.fetched, jobs)
+            early.submit_rest()
+            for plan in plans:
+                if plan.current is None:
+                    written = early.results(plan)
+                else:
+                    written = _apply(root, cache, plan, pool)
+                for _, st, _, how in written:
+                    links[how] = links.get(how, 0) + 1
+                    done[0] += st.st_size
+                if progress is not None and written:
+                    progress(done[0], total)
+                _remember(stats, plan, written)
     if rev is not None:
         for pointer in pointers:
             write_pointer(pointer, root)
@@ -220,12 +235,17 @@ class _Fetcher:
         self._remote: Remote | None = None
         self._looked = False
 
-    def fetch(self, hashes: set[str], pending: list[tuple[Pointer, Scan | None]]) -> None:
+    def fetch(
+        self,
+        hashes: set[str],
+        pending: list[tuple[Pointer, Scan | None]],
+        stored: Callable[[str], None] | None = None,
+    ) -> None:
         missing = {sha for sha in hashes if not self.cache.has(sha)}
         if not missing:
             return
         remote = self._remote_or_fail(missing, pending)
-        remote.pull(self.cache, missing, jobs=self.jobs, progress=self.progress)
+        remote.pull(self.cache, missing, jobs=self.jobs, progress=self.progress, stored=stored)
         still = sorted(sha for sha in missing if not self.cache.has(sha))
         if still:
             raise NotFoundError(
@@ -278,17 +298,49 @@ def _verify(cache: DataCache, stats: StatCache, hashes: set[str], jobs: int | No
     stats.record_objects(todo)
 
 
-def _apply(
-    root: Path,
-    cache: DataCache,
-    stats: StatCache,
-    plan: _Plan,
-    links: dict[str, int],
-    jobs: int | None,
-    progress: ProgressFn | None,
-    done: list[int],
-    total: int,
-) -> None:
+_Written = tuple[str, os.stat_result, str, str]  # rel path, its stat, sha256, link type
+
+
+def _write(cache: DataCache, root: Path, rel: str, sha: str) -> _Written:
+    how = cache.link_to(sha, root / rel)
+    return rel, os.stat(root / rel), sha, how
+
+
+class _EarlyWrites:
+    """The files of ``plans`` — tracked paths with nothing in the workspace yet, so nothing
+    to lose — written on ``pool`` as soon as their objects are in the cache."""
+
+    def __init__(
+        self, root: Path, cache: DataCache, plans: list[_Plan], pool: ThreadPoolExecutor
+    ) -> None:
+        self.root, self.cache, self.pool = root, cache, pool
+        self.waiting: dict[str, list[tuple[int, str]]] = {}
+        self.futures: dict[int, list[Future[_Written]]] = {id(plan): [] for plan in plans}
+        self._lock = threading.Lock()
+        for plan in plans:
+            if plan.pointer.kind == "dir":  # an empty folder has no file to create it
+                (root / plan.pointer.path).mkdir(parents=True, exist_ok=True)
+            for rel, sha, _ in plan.writes:
+                self.waiting.setdefault(sha, []).append((id(plan), rel))
+
+    def ready(self, sha: str) -> None:
+        """Object ``sha`` is in the cache, verified (called from transfer threads)."""
+        with self._lock:
+            files = self.waiting.pop(sha, [])
+            for plan, rel in files:
+                future = self.pool.submit(_write, self.cache, self.root, rel, sha)
+                self.futures[plan].append(future)
+
+    def submit_rest(self) -> None:
+        """Write the files whose objects were already in the cache (verified since)."""
+        for sha in list(self.waiting):
+            self.ready(sha)
+
+    def results(self, plan: _Plan) -> list[_Written]:
+        return [future.result() for future in self.futures[id(plan)]]
+
+
+def _apply(root: Path, cache: DataCache, plan: _Plan, pool: ThreadPoolExecutor) -> list[_Written]:
     target = root / plan.pointer.path
     if plan.replace and target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
@@ -298,28 +350,20 @@ def _apply(
         (root / rel).unlink(missing_ok=True)
     if plan.deletes and target.is_dir():
         _prune_empty(target)
-
-    def write(item: tuple[str, str, int]) -> tuple[str, os.stat_result, str, str]:
-        rel, sha, _ = item
-        how = cache.link_to(sha, root / rel)
-        return rel, os.stat(root / rel), sha, how
-
     if plan.pointer.kind == "dir":
         target.mkdir(parents=True, exist_ok=True)  # an empty folder has no file to create it
-    with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as pool:
-        written = list(pool.map(write, plan.writes))
-    for _, st, _, how in written:
-        links[how] = links.get(how, 0) + 1
-        done[0] += st.st_size
-    if progress is not None and written:
-        progress(done[0], total)
+    return list(pool.map(lambda item: _write(cache, root, item[0], item[1]), plan.writes))
+
+
+def _remember(stats: StatCache, plan: _Plan, written: list[_Written]) -> None:
     # Trusted: these bytes were just written from verified objects.
     cut = len(plan.pointer.path) + 1
     is_dir = plan.pointer.kind == "dir"
+    name = Path(plan.pointer.path).name
     remember_written(
         stats,
         plan.pointer.path,
-        [(rel[cut:] if is_dir else target.name, st, sha) for rel, st, sha, _ in written],
+        [(rel[cut:] if is_dir else name, st, sha) for rel, st, sha, _ in written],
         [rel[cut:] for rel in plan.deletes],
         fresh=plan.replace or plan.current is None,
     )

@@ -17,24 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:
     import aiohttp
 
+T = TypeVar("T")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 ATTEMPTS = 5
 STREAM_CHUNK = 1 << 20
+SINK_BLOCK = 4 << 20  # downloads are hashed and written off the event loop in blocks this big
 # Left out of the signature: a proxy may rewrite them, and the checksum covers the body.
 UNSIGNED = frozenset({"content-length", "content-type"})
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
@@ -201,89 +204,78 @@ class ObjectClient:
         }
         stream = None if isinstance(src, bytes) or size <= STREAM_CHUNK else src
         data = None if stream is not None else src if isinstance(src, bytes) else src.read_bytes()
-        small = stream is None
-        error: BaseException
-        for attempt in range(ATTEMPTS):
-            sent = [0]
+        sent = [0]
+
+        async def once() -> str | None:
+            sent[0] = 0
             body: Any = data if stream is None else _file_chunks(stream, sent, advance)
-            try:
-                headers = await self._signed("PUT", key, extra, sha256)
-                async with self._http().put(self._url(key), data=body, headers=headers) as resp:
-                    payload = await resp.read()
-                    if resp.status == 200:
-                        if small:
-                            advance(size)
-                        return resp.headers.get("x-amz-checksum-sha256")
-                    error = _error(resp.status, payload)
-            except (TimeoutError, OSError, _client_errors()) as exc:
-                error = exc
+            headers = await self._signed("PUT", key, extra, sha256)
+            async with self._http().put(self._url(key), data=body, headers=headers) as resp:
+                _raise_unless(resp.status, (200,), await resp.read())
+                if stream is None:
+                    advance(size)
+                return resp.headers.get("x-amz-checksum-sha256")
+
+        def undo() -> None:
             advance(-sent[0])  # a retry sends the bytes again
-            await _retry_or_raise(error, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover - _retry_or_raise raised
+
+        return await _retrying(once, undo)
 
     async def get(self, key: str, dest: Path, advance: Callable[[int], None]) -> str:
         """Download ``key`` into the local file ``dest``; returns the sha256 of the bytes
         written (hashed as they arrive, so the file need not be read back)."""
-        error: BaseException
-        for attempt in range(ATTEMPTS):
-            written = 0
-            try:
-                headers = await self._signed("GET", key, {}, EMPTY_SHA256)
-                async with self._http().get(self._url(key), headers=headers) as resp:
-                    if resp.status != 200:
-                        error = _error(resp.status, await resp.read())
-                    else:
-                        digest = hashlib.sha256()
-                        with open(dest, "wb") as out:
-                            async for chunk in resp.content.iter_any():
-                                digest.update(chunk)
-                                out.write(chunk)
-                                written += len(chunk)
-                                advance(len(chunk))
-                        return digest.hexdigest()
-            except (TimeoutError, OSError, _client_errors()) as exc:
-                error = exc
-            advance(-written)
-            await _retry_or_raise(error, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover - _retry_or_raise raised
+        written = [0]
+
+        async def once() -> str:
+            written[0] = 0
+            headers = await self._signed("GET", key, {}, EMPTY_SHA256)
+            async with self._http().get(self._url(key), headers=headers) as resp:
+                if resp.status != 200:
+                    _raise_unless(resp.status, (200,), await resp.read())
+                with open(dest, "wb") as out:
+                    sink = _HashingSink(out)
+                    try:
+                        async for chunk in resp.content.iter_any():
+                            await sink.add(chunk)
+                            written[0] += len(chunk)
+                            advance(len(chunk))
+                        return await sink.finish()
+                    finally:
+                        await sink.settle()  # never write to a closed file
+
+        def undo() -> None:
+            advance(-written[0])
+
+        return await _retrying(once, undo)
 
     async def get_range(self, key: str, start: int, length: int | None) -> bytes:
         """``length`` bytes of ``key`` from ``start`` (to the end when None), in memory."""
         wanted = f"bytes={start}-" + ("" if length is None else str(start + length - 1))
         extra = {} if start == 0 and length is None else {"Range": wanted}
-        error: BaseException
-        for attempt in range(ATTEMPTS):
-            try:
-                headers = await self._signed("GET", key, extra, EMPTY_SHA256)
-                async with self._http().get(self._url(key), headers=headers) as resp:
-                    payload = await resp.read()
-                    if resp.status in (200, 206):
-                        return payload
-                    error = _error(resp.status, payload)
-            except (TimeoutError, OSError, _client_errors()) as exc:
-                error = exc
-            await _retry_or_raise(error, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover - _retry_or_raise raised
+
+        async def once() -> bytes:
+            headers = await self._signed("GET", key, extra, EMPTY_SHA256)
+            async with self._http().get(self._url(key), headers=headers) as resp:
+                payload = await resp.read()
+                _raise_unless(resp.status, (200, 206), payload)
+                return payload
+
+        return await _retrying(once)
 
     async def list_page(self, prefix: str, limit: int, token: str | None = None) -> ListPage:
         """Up to ``limit`` keys under ``prefix`` (ListObjectsV2), from ``token`` on."""
         query = {"list-type": "2", "prefix": prefix, "max-keys": str(limit)}
         if token is not None:
             query["continuation-token"] = token
-        error: BaseException
-        for attempt in range(ATTEMPTS):
-            try:
-                headers = await self._signed("GET", "", {}, EMPTY_SHA256, query)
-                url = self._url("", query)
-                async with self._http().get(url, headers=headers) as resp:
-                    payload = await resp.read()
-                    if resp.status == 200:
-                        return _list_page(payload)
-                    error = _error(resp.status, payload)
-            except (TimeoutError, OSError, _client_errors()) as exc:
-                error = exc
-            await _retry_or_raise(error, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover - _retry_or_raise raised
+
+        async def once() -> ListPage:
+            headers = await self._signed("GET", "", {}, EMPTY_SHA256, query)
+            async with self._http().get(self._url("", query), headers=headers) as resp:
+                payload = await resp.read()
+                _raise_unless(resp.status, (200,), payload)
+                return _list_page(payload)
+
+        return await _retrying(once)
 
     async def _signed(
         self,
@@ -317,6 +309,52 @@ class ObjectClient:
         return self._session
 
 
+class _HashingSink:
+    """Hashes and writes a download in blocks of SINK_BLOCK on a worker thread, one block
+    behind the network: the event loop keeps receiving (this and the other transfers)
+    while the previous block is hashed and written."""
+
+    def __init__(self, out: Any) -> None:
+        self._out = out
+        self._digest = hashlib.sha256()
+        self._block: list[bytes] = []
+        self._size = 0
+        self._pending: asyncio.Future[None] | None = None
+
+    async def add(self, chunk: bytes) -> None:
+        self._block.append(chunk)
+        self._size += len(chunk)
+        if self._size >= SINK_BLOCK:
+            await self._flush(in_thread=True)
+
+    async def finish(self) -> str:
+        await self._flush(in_thread=False)  # the last, small block: on the loop
+        return self._digest.hexdigest()
+
+    async def settle(self) -> None:
+        """Wait for the block in flight (after a failure, its error is the failure's)."""
+        if self._pending is not None:
+            with contextlib.suppress(Exception):
+                await self._pending
+            self._pending = None
+
+    async def _flush(self, *, in_thread: bool) -> None:
+        if self._pending is not None:
+            await self._pending  # one block in flight at a time: blocks stay in order
+            self._pending = None
+        block, self._block, self._size = self._block, [], 0
+        if in_thread:
+            loop = asyncio.get_running_loop()
+            self._pending = loop.run_in_executor(None, self._write, block)
+        else:
+            self._write(block)
+
+    def _write(self, block: list[bytes]) -> None:
+        for chunk in block:
+            self._digest.update(chunk)
+            self._out.write(chunk)
+
+
 async def _file_chunks(
     src: Path, sent: list[int], advance: Callable[[int], None]
 ) -> AsyncIterator[bytes]:
@@ -332,7 +370,10 @@ def _list_page(payload: bytes) -> ListPage:
     """A ListObjectsV2 answer read with ElementTree (namespaces stripped)."""
     from xml.etree import ElementTree
 
-    root = ElementTree.fromstring(payload)
+    try:
+        root = ElementTree.fromstring(payload)
+    except ElementTree.ParseError as exc:
+        raise S3ResponseError(200, "MalformedListing", f"the listing is not XML ({exc})") from None
     objects: list[tuple[str, int]] = []
     truncated, token = False, None
     for child in root:
@@ -364,9 +405,26 @@ def _error(status: int, payload: bytes) -> S3ResponseError:
     )
 
 
-async def _retry_or_raise(error: BaseException, attempt: int) -> None:
-    """Back off before the next attempt, or raise ``error`` when it cannot succeed later."""
-    transient = not isinstance(error, S3ResponseError) or error.status in RETRYABLE
-    if not transient or attempt + 1 >= ATTEMPTS:
-        raise error
-    await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+def _raise_unless(status: int, good: tuple[int, ...], payload: bytes) -> None:
+    if status not in good:
+        raise _error(status, payload)
+
+
+def _nothing() -> None:
+    pass
+
+
+async def _retrying(once: Callable[[], Awaitable[T]], undo: Callable[[], None] = _nothing) -> T:
+    """``once()`` until it succeeds: a transport error or a retryable answer (RETRYABLE) is
+    tried again after a back-off — ``undo`` first takes back what the attempt reported — up
+    to ATTEMPTS times; any other answer is raised at once."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return await once()
+        except (TimeoutError, OSError, S3ResponseError, _client_errors()) as exc:
+            transient = not isinstance(exc, S3ResponseError) or exc.status in RETRYABLE
+            if not transient or attempt + 1 >= ATTEMPTS:
+                raise
+        undo()
+        await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+    raise AssertionError("unreachable")  # pragma: no cover - the last attempt raised

@@ -131,10 +131,12 @@ def pull(
     jobs: int,
     sizes: Mapping[str, int] | None = None,
     progress: TransferProgress | None = None,
+    stored: Callable[[str], None] | None = None,
 ) -> TransferReport:
     """Download the objects of ``hashes`` that ``cache`` lacks, ``jobs`` at a time; each is
     sha256-verified before it enters the cache. ``sizes`` (sha256 -> bytes, when known)
-    gives the progress bar its byte total up front.
+    gives the progress bar its byte total up front; ``stored`` is told each object as it
+    enters the cache (on the transferring thread or a worker thread).
 
     >>> pull(remote, cache, ["9f2c..."], jobs=8).transferred   # doctest: +SKIP
     1
@@ -144,6 +146,7 @@ def pull(
     known = dict(sizes or {})
     order = {sha for sha in wanted if not cache.has(sha)}
     bar = progress or _NoProgress()
+    tell = stored or _ignore
     if not order:
         return TransferReport(0, 0, len(wanted), _since(started))
 
@@ -154,9 +157,10 @@ def pull(
         bar.start(len(order), sum(known.get(sha, 0) for sha in order))
         moved = [0]
         work = [
-            _download_loose(backend, cache, sha, known.get(sha, 0), bar, moved) for sha in loose
+            _download_loose(backend, cache, sha, known.get(sha, 0), bar, moved, tell)
+            for sha in loose
         ]
-        work += [_download_span(backend, cache, span, bar, moved) for span in reads]
+        work += [_download_span(backend, cache, span, bar, moved, tell) for span in reads]
         await _run_all(work, jobs, bar, "pull", remote)
         return TransferReport(len(order), moved[0], len(wanted) - len(order), _since(started))
 
@@ -210,6 +214,7 @@ def _download_loose(
     size: int,
     bar: TransferProgress,
     moved: list[int],
+    stored: Callable[[str], None],
 ) -> _Work:
     async def run() -> None:
         temp = cache.new_temp(sha)
@@ -223,6 +228,7 @@ def _download_loose(
             else:
                 cache.put_verified(temp, sha, digest)
             moved[0] += got
+            stored(sha)
         finally:
             temp.unlink(missing_ok=True)
 
@@ -230,12 +236,18 @@ def _download_loose(
 
 
 def _download_span(
-    backend: Backend, cache: DataCache, span: packs.Span, bar: TransferProgress, moved: list[int]
+    backend: Backend,
+    cache: DataCache,
+    span: packs.Span,
+    bar: TransferProgress,
+    moved: list[int],
+    stored: Callable[[str], None],
 ) -> _Work:
     async def run() -> None:
         data = await backend.get_blob(packs.pack_name(span.pack), span.start, span.end - span.start)
         bar.advance(len(data))
-        bad = await asyncio.get_running_loop().run_in_executor(None, packs.store, cache, span, data)
+        loop = asyncio.get_running_loop()
+        bad = await loop.run_in_executor(None, packs.store, cache, span, data, stored)
         if bad:
             raise ArtifactCorruptedError(
                 f"{len(bad)} object(s) read from pack {span.pack} on the remote hash "
@@ -303,6 +315,10 @@ def _combined(failures: dict[str, KeelError], total: int, verb: str, remote: Rem
         f"others were transferred. First failure: {first} — fix it and run "
         f"`keel data {verb}` again to finish"
     )
+
+
+def _ignore(sha256: str) -> None:
+    pass
 
 
 def _local_sizes(cache: DataCache, wanted: set[str]) -> tuple[dict[str, int], set[str]]:
