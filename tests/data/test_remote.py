@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import json
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -312,3 +313,41 @@ def test_an_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:
     remote = Remote("down", "s3://bucket/p", options)
     with pytest.raises(RemoteAccessError, match=r"cannot reach remote 'down'"):
         remote.pull(cache, list(fill(new_cache(tmp_path / "b"), [10])))
+
+
+@pytest.mark.s3
+def test_credentials_found_by_botocore_also_drive_the_lean_client(
+    s3_server: Any, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys from the environment (not in the options): s3fs/botocore resolve them and the lean
+    client signs with them; keys in the options: s3fs is not needed at all."""
+    options = dict(s3_server.fsspec_options)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", str(options.pop("key")))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", str(options.pop("secret")))
+    cache = new_cache(tmp_path / "a")
+    objects = fill(cache, [100, 5000])
+    from_env = Remote("env", f"s3://{s3_bucket}/env", options, jobs=4)
+    assert from_env.push(cache, objects).transferred == 2
+    assert from_env.pull(new_cache(tmp_path / "b"), objects).transferred == 2
+
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from keel.data.cache import DataCache\n"
+        "from keel.data.remote import Remote\n"
+        "spec = json.loads(sys.argv[1])\n"
+        "remote = Remote('r', spec['url'], spec['options'], jobs=4)\n"
+        "report = remote.pull(DataCache(Path(spec['cache']), ['copy']), spec['hashes'])\n"
+        "print(report.transferred, 's3fs' in sys.modules, 'botocore' in sys.modules)\n"
+    )
+    spec = {
+        "url": f"s3://{s3_bucket}/env",
+        "options": s3_server.fsspec_options,
+        "cache": str(tmp_path / "c"),
+        "hashes": sorted(objects),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(spec)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "False", "False"]

@@ -1,11 +1,12 @@
 """The S3 remote backend (AWS S3 and S3-compatible servers such as SeaweedFS or MinIO).
 
 Connection, credentials and region come from s3fs (its options go in
-``data.remotes.NAME.options``). Listing, existence checks and deletes use its async botocore
-client. Object bodies to an S3-compatible endpoint (any endpoint that is not amazonaws.com)
-go through keel.data.s3http, a lean signed client, because botocore's per-request CPU cost
-caps small-object transfers at a few hundred per second; AWS itself keeps botocore (virtual
-hosted buckets, region redirects).
+``data.remotes.NAME.options``). Existence checks and deletes use its async botocore client.
+Object bodies and listings of an S3-compatible endpoint (any endpoint that is not
+amazonaws.com) go through keel.data.s3http, a lean signed client, because botocore's
+per-request CPU cost caps small-object transfers at a few hundred per second; AWS itself keeps
+botocore (virtual hosted buckets, region redirects). When the options name the endpoint and
+the keys outright, s3fs is not even imported unless a call needs botocore.
 
 Every upload is one PUT — atomic, the object appears whole or not at all — carrying
 ``x-amz-checksum-sha256``; the server refuses a body that does not hash to it. When a server
@@ -20,8 +21,9 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -64,6 +66,22 @@ class S3Backend:
         return f"{self.prefix}objects/{sha256[:2]}/{sha256[2:]}"
 
     async def open(self) -> None:
+        settings = _explicit_settings(self.remote.options) if self.fast else None
+        if settings is not None:
+            # Endpoint and keys are all in the options: the lean client needs no botocore
+            # session (importing s3fs and building one costs about 0.3 s per command); s3fs
+            # opens only when a call needs it (existence checks, deletes, multipart).
+            endpoint, region, credentials = settings
+            self._objects = await self._open_objects(endpoint, region, lambda: credentials)
+            return
+        client = await self._s3fs()
+        if self.fast:
+            self._objects = await self._object_client(client)
+
+    async def _s3fs(self) -> Any:
+        """s3fs's async filesystem and its botocore client, made on first use."""
+        if self._fs is not None:
+            return await self._fs.set_session()
         try:
             import s3fs
         except ImportError as exc:
@@ -84,25 +102,30 @@ class S3Backend:
             config_kwargs=config,
             **options,
         )
-        client = await self._fs.set_session()
-        if self.fast:
-            self._objects = await self._object_client(client)
+        return await self._fs.set_session()
 
     async def _object_client(self, client: Any) -> ObjectClient | None:
-        from keel.data.s3http import ObjectClient
-
         endpoint = str(client.meta.endpoint_url)
-        if (urlsplit(endpoint).hostname or "").endswith("amazonaws.com"):
+        if _is_aws(endpoint):
             return None
         anonymous = bool(getattr(self._fs, "anon", False))
         source = getattr(client._request_signer, "_credentials", None)
         if source is None and not anonymous:
             return None  # botocore raises its own clear "no credentials" error
+        region = client.meta.region_name or "us-east-1"
+        credentials = (lambda: None) if anonymous else (lambda: self._credentials(source))
+        return await self._open_objects(endpoint, region, credentials)
+
+    async def _open_objects(
+        self, endpoint: str, region: str, credentials: Callable[[], Any]
+    ) -> ObjectClient:
+        from keel.data.s3http import ObjectClient
+
         objects = ObjectClient(
             endpoint,
             self.bucket,
-            client.meta.region_name or "us-east-1",
-            (lambda: None) if anonymous else (lambda: self._credentials(source)),
+            region,
+            credentials,
             connections=max(self.remote.jobs, 1),
             ssl=self._ssl(),
         )
@@ -141,6 +164,7 @@ class S3Backend:
             await creator.__aexit__(None, None, None)
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
+        await self._s3fs()
         return await self._fs._call_s3(method, Bucket=self.bucket, **kwargs)
 
     async def list_small(self) -> dict[str, int] | None:
@@ -255,6 +279,7 @@ class S3Backend:
         advance: Callable[[int], None],
     ) -> str | None:
         if size > SINGLE_PUT_LIMIT and isinstance(body, Path):
+            await self._s3fs()
             await self._fs._put_file(str(body), f"{self.bucket}/{key}")
             advance(size)
             return None
@@ -428,6 +453,30 @@ class S3Backend:
 
 def _ignore(nbytes: int) -> None:
     pass
+
+
+def _is_aws(endpoint: str) -> bool:
+    return (urlsplit(endpoint).hostname or "").endswith("amazonaws.com")
+
+
+def _explicit_settings(options: Mapping[str, Any]) -> tuple[str, str, Credentials] | None:
+    """(endpoint, region, credentials) when the remote's options name an S3-compatible
+    endpoint and its keys outright — nothing for botocore to look up — else None."""
+    from keel.data.s3http import Credentials
+
+    client_kwargs = dict(options.get("client_kwargs") or {})
+    endpoint = options.get("endpoint_url") or client_kwargs.get("endpoint_url")
+    key, secret, token = options.get("key"), options.get("secret"), options.get("token")
+    plain = all(isinstance(value, str) and value for value in (endpoint, key, secret))
+    if not plain or options.get("anon") or options.get("profile") or _is_aws(str(endpoint)):
+        return None
+    region = (
+        client_kwargs.get("region_name")
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or "us-east-1"
+    )
+    return str(endpoint), str(region), Credentials(str(key), str(secret), token or None)
 
 
 class _RefusedError(Exception):
