@@ -296,6 +296,29 @@ def test_push_pull_and_gc_commands(cli: Project, capsys: pytest.CaptureFixture[s
     assert not cache_for(cli).has(orphan)
 
 
+def test_push_and_pull_from_the_python_api(cli: Project) -> None:
+    import keel.data
+
+    cli = Project(cli.root, environ={})  # with the remote the fixture wrote into keel.yaml
+    keel.data.add(cli, ["data/train.csv", "data/images"])
+    only_train = keel.data.push(cli, ["data/train.csv"])
+    assert (only_train.transferred, only_train.bytes) == (1, 8)
+    report = keel.data.push(cli)
+    assert (report.transferred, report.present) == (41, 1)  # the images and their manifest
+
+    shutil.rmtree(cli.root / "data" / "images")
+    shutil.rmtree(cli.root / ".keel" / "cache")
+    pulled = keel.data.pull(cli, ["data/images"])
+    assert pulled.remote == "shared"
+    assert pulled.checkout.restored == ["data/images"]
+    assert (pulled.fetched, pulled.checkout.written) == (41, 40)
+    assert (cli.root / "data" / "images" / "39.png").read_bytes() == bytes([39]) * 1000
+    # train.csv matched the workspace already; a full pull still completes the cache.
+    assert keel.data.pull(cli).fetched == 1
+    assert keel.data.status(cli).clean
+    cli.close()
+
+
 def test_push_without_a_remote_is_one_clear_error(
     cli: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,7 +16,6 @@ from keel.cli.context import JSON_OPTION, project_session
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from keel.project import Project
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -324,16 +323,6 @@ def _transfer_bar(label: str) -> Iterator[_TransferBar]:
         bar.close()
 
 
-def _tracked(project: Project, paths: list[Path] | None) -> list[Any]:
-    """The pointers of ``paths`` (data paths or their .keel files), else every pointer."""
-    from keel.data.pointer import SUFFIX, find_pointers, pointer_file_for, read_pointer
-
-    if not paths:
-        return [read_pointer(p, project.root) for p in find_pointers(project.root)]
-    files = [p if p.name.endswith(SUFFIX) else pointer_file_for(p) for p in _cwd_paths(paths)]
-    return [read_pointer(f, project.root) for f in files]
-
-
 @app.command("push")
 def push(
     paths: list[Path] | None = typer.Argument(None, help="Only these tracked paths."),
@@ -343,16 +332,13 @@ def push(
 ) -> None:
     """Upload the objects of the tracked data (all, or PATHS) that the remote lacks; each
     upload is verified, and an interrupted push is finished by running it again."""
-    from keel.data.cache import cache_for
-    from keel.data.remote import objects_of, remote_for
+    from keel.data.remote import remote_for
+    from keel.data.sync import push as push_data
 
     with project_session() as project, _transfer_bar("push") as bar:
         target = remote_for(project, remote)
-        cache = cache_for(project)
-        tracked = _tracked(project, paths)
-        hashes = objects_of(cache, tracked, target)
-        named = {pointer.sha256 for pointer in tracked}  # stay loose: they have an address
-        report = target.push(cache, hashes, jobs=jobs, progress=bar, loose=named)
+        chosen = _cwd_paths(paths) if paths else None
+        report = push_data(project, chosen, remote=target.name, jobs=jobs, progress=bar)
     if as_json:
         from keel.cli.output import print_json
 
@@ -376,47 +362,35 @@ def pull(
 ) -> None:
     """Download the objects of the tracked data (all, or PATHS) that the cache lacks —
     each sha256-verified — and update the workspace to match the pointer files."""
-    import time
+    from keel.data.sync import pull as pull_data
 
-    from keel.data.cache import cache_for
-    from keel.data.remote import objects_of, remote_for
-    from keel.data.restore import checkout as data_checkout
-
-    started = time.monotonic()
     with project_session() as project, _transfer_bar("pull") as bar, _bar("writing") as writing:
-        target = remote_for(project, remote)
-        result = data_checkout(
+        pulled = pull_data(
             project,
-            paths=_cwd_paths(paths) if paths else None,
-            remote=target.name,
+            _cwd_paths(paths) if paths else None,
+            remote=remote,
             force=force,
             jobs=jobs,
             progress=writing,
             transfer_progress=bar,
         )
-        # Paths the workspace already matched were not fetched: their objects may still be
-        # missing from the cache (restored paths had all theirs fetched).
-        cache = cache_for(project)
-        matched = [p for p in _tracked(project, paths) if p.path in set(result.unchanged)]
-        manifests = target.pull(cache, {p.sha256 for p in matched if p.kind == "dir"}, jobs=jobs)
-        rest = target.pull(cache, objects_of(cache, matched), jobs=jobs, progress=bar)
-    fetched = result.fetched + manifests.transferred + rest.transferred
+    result, fetched = pulled.checkout, pulled.fetched
     if as_json:
         from keel.cli.output import print_json
 
         print_json(
             {
-                "remote": target.name,
+                "remote": pulled.remote,
                 "fetched": fetched,
                 "restored": result.restored,
                 "written": result.written,
-                "seconds": time.monotonic() - started,
+                "seconds": pulled.seconds,
             }
         )
         return
     print(
-        f"pulled {fetched} object(s) from remote '{target.name}' in "
-        f"{time.monotonic() - started:.1f} s; "
+        f"pulled {fetched} object(s) from remote '{pulled.remote}' in "
+        f"{pulled.seconds:.1f} s; "
         + (
             f"restored {', '.join(result.restored)} ({result.written} file(s) written)"
             if result.restored

@@ -87,6 +87,13 @@ def _summary(result: DemoResult, seconds: float) -> None:
             for c in alias_history(project, MODEL_NAME)
         ],
     )
+    shared = result.shared
+    console.print(
+        f"Data shared: {shared.pushed} object(s), {shared.bytes / 1e6:.1f} MB pushed to remote "
+        f"'shared' ({shared.remote}; keel data push); a fresh git clone pulled "
+        f"{shared.pulled} (keel data pull) and "
+        + ("matched byte for byte, status clean." if shared.identical else "DID NOT MATCH.")
+    )
     console.print(f"Lineage of the champion (keel lineage {MODEL_NAME}@champion):")
     print_lineage_tree(lineage(project, f"{MODEL_NAME}@champion"))
     _feature_store_summary(result)

@@ -6,6 +6,7 @@
     with keel.data.open("data/train.csv", rev="v1.0") as f:     # bytes as of a git revision
         df = pandas.read_csv(f)
     keel.data.resolve("data/images").sha256                     # the version a run records
+    keel.data.push(project); keel.data.pull(project)            # or `keel data push/pull`
 
 Names resolve lazily, so importing this package costs nothing until one is used.
 """
@@ -26,6 +27,8 @@ _EXPORTS: dict[str, str] = {
     "gc": "keel.data.gc",
     "install_hooks": "keel.data.hooks",
     "open": "keel.data.api",
+    "pull": "keel.data.sync",
+    "push": "keel.data.sync",
     "remote_for": "keel.data.remote",
     "resolve": "keel.data.api",
     "status": "keel.data.workspace",
@@ -41,6 +44,8 @@ __all__ = [
     "gc",
     "install_hooks",
     "open",
+    "pull",
+    "push",
     "remote_for",
     "resolve",
     "status",
@@ -53,6 +58,7 @@ if TYPE_CHECKING:
     from keel.data.pointer import Pointer
     from keel.data.remote import Remote, remote_for
     from keel.data.restore import checkout
+    from keel.data.sync import pull, push
     from keel.data.workspace import add, status
 
 

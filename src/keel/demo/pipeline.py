@@ -10,12 +10,14 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keel.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from keel.demo.data_share import DataShare
     from keel.demo.deployment import DeploymentDemo
     from keel.demo.feature_store import ServingCheck
     from keel.features.registry import AppliedView
@@ -29,7 +31,8 @@ MODEL_NAME = "fraud"
 EXPERIMENT = "fraud-demo"
 STEPS = (
     "Create the demo project",
-    "Generate the transaction stream and version it (keel data add)",
+    "Generate the transaction stream, version it (keel data add) and share it (keel data push, "
+    "then keel data pull into a fresh clone)",
     "Define the fraud features (keel features apply)",
     "Train a logistic regression (keel train fraud --param model=logreg)",
     "Train a LightGBM model (keel train fraud --param model=lightgbm)",
@@ -52,6 +55,7 @@ class DemoResult:
     serving: ServingCheck
     deployment: DeploymentDemo
     reproduction: ReproductionReport
+    shared: DataShare
 
 
 def prepare_directory(directory: Path) -> None:
@@ -86,6 +90,9 @@ def run_demo(
     data = generate(n_rows=n_rows, seed=seed)
     write_parquet(data, directory / "data")
     _version_data(project)
+    from keel.demo.data_share import share_data
+
+    shared = share_data(project, partial(_commit, project.root))
     on_step(2)
     applied = feature_store.define_features(project)
     (project.root / "train.py").write_text(TRAIN_PY, "utf-8")
@@ -132,6 +139,7 @@ def run_demo(
         serving=serving,
         deployment=deployment,
         reproduction=reproduction,
+        shared=shared,
     )
 
 
