@@ -242,8 +242,45 @@ def test_gc_deletes_a_remote_pack_only_when_nothing_in_it_is_referenced(
         gc(project, remote="shared", dry_run=False)
         after = contents(remote)
         assert set(after.packs) == {p for p, i in before.packs.items() if stray in i.objects}
+        assert not after.unindexed
         assert remote.missing(everything) == doomed
         fresh = DataCache(sqlite_project.root.parent / "fresh", ["copy"])
         assert remote.pull(fresh, everything - doomed).transferred == len(everything - doomed)
+    finally:
+        project.close()
+
+
+def test_gc_removes_packs_an_interrupted_push_left_once_they_are_a_day_old(
+    sqlite_project: Project, sqlite_history: History, tmp_path: Path
+) -> None:
+    """A pack whose index never arrived holds nothing anyone can see; gc deletes it once it
+    is older than a day (a younger one may be a push still running)."""
+    import hashlib
+    import os
+    import time
+
+    from keel.data.inventory import contents
+    from keel.data.remote import Remote
+
+    folder = tmp_path / "remote"
+    remote = Remote("shared", str(folder), {}, jobs=2)
+    data = {"remotes": {"shared": {"url": str(folder)}}}
+    project = Project(sqlite_project.root, overrides={"data": data}, environ={})
+    try:
+        (folder / "packs").mkdir(parents=True)
+        blobs = {age: os.urandom(1000 + age) for age in (2, 30)}  # hours
+        names = {age: hashlib.sha256(blob).hexdigest() for age, blob in blobs.items()}
+        for age, blob in blobs.items():
+            path = folder / "packs" / names[age]
+            path.write_bytes(blob)
+            stamp = time.time() - age * 3600
+            os.utime(path, (stamp, stamp))
+        assert set(contents(remote).unindexed) == set(names.values())
+
+        dry = gc(project, remote="shared")
+        assert dry.unfinished == [(names[30], len(blobs[30]))]
+        assert (folder / "packs" / names[30]).exists()
+        gc(project, remote="shared", dry_run=False)
+        assert set(contents(remote).unindexed) == {names[2]}
     finally:
         project.close()

@@ -180,6 +180,14 @@ def test_requests_retry_transient_failures_and_nothing_else(
     assert calls[0] == s3http.ATTEMPTS
     with pytest.raises(s3http.S3ResponseError, match="MalformedListing"):
         s3http._list_page(b"<ListBucketResult><Contents>")
+    page = s3http._list_page(
+        b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a/b</Key>"
+        b"<Size>3</Size><LastModified>2026-01-02T03:04:05.000Z</LastModified></Contents>"
+        b"<Contents><Key>c</Key><Size>0</Size></Contents></ListBucketResult>"
+    )
+    stamp = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC).timestamp()
+    assert page.objects == [("a/b", 3, stamp), ("c", 0, None)]
+    assert page.next_token is None
 
 
 def test_anonymous_requests_are_not_signed() -> None:

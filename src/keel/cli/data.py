@@ -450,6 +450,7 @@ def gc(
                 "unresolved": report.unresolved,
                 "remote_packs": report.packs,
                 "remote_kept_in_packs": report.kept_packed,
+                "remote_unfinished_packs": [{"sha256": s, "size": n} for s, n in report.unfinished],
             }
         )
         return
@@ -474,6 +475,11 @@ def _print_gc(report: Any) -> None:
     )
     if report.packs:
         print(f"the remote objects include {report.packs} pack(s) {verb} whole")
+    if report.unfinished:
+        print(
+            f"{verb} {len(report.unfinished)} unfinished pack(s) left on the remote by "
+            "interrupted pushes"
+        )
     if report.kept_packed:
         print(
             f"{report.kept_packed} unreferenced remote object(s) stay: their packs also hold "

@@ -52,6 +52,17 @@ class _Threaded:
             self._pool = None
 
 
+def _modified(entry: dict[str, Any]) -> float | None:
+    """An fsspec listing entry's modification time, under the names backends use."""
+    for name in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value: Any = entry.get(name)
+        if isinstance(value, int | float):
+            return float(value)
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+    return None
+
+
 class LocalBackend(_Threaded):
     """A folder remote (a local disk, NFS or SMB mount): ``<url>/objects/ab/cdef...``."""
 
@@ -176,20 +187,20 @@ class LocalBackend(_Threaded):
         except FileNotFoundError:
             raise NotFoundError(f"{path} is not on {self.remote.describe()}") from None
 
-    async def list_blobs(self, folder: str) -> dict[str, int]:
+    async def list_blobs(self, folder: str) -> dict[str, tuple[int, float | None]]:
         return await self._call(self._list_blobs, folder)
 
-    def _list_blobs(self, folder: str) -> dict[str, int]:
+    def _list_blobs(self, folder: str) -> dict[str, tuple[int, float | None]]:
         try:
             entries = list(os.scandir(self.root / folder))
         except FileNotFoundError:
             return {}
-        # Temporary files start with '.': never complete blobs.
-        return {
-            f"{folder}/{e.name}": e.stat().st_size
-            for e in entries
-            if not e.name.startswith(".") and e.is_file()
-        }
+        found: dict[str, tuple[int, float | None]] = {}
+        for entry in entries:
+            if not entry.name.startswith(".") and entry.is_file():  # '.': temporary files
+                st = entry.stat()
+                found[f"{folder}/{entry.name}"] = (st.st_size, st.st_mtime)
+        return found
 
     async def delete_blobs(self, names: list[str]) -> None:
         await self._call(self._delete, [self.root / name for name in names])
@@ -316,19 +327,19 @@ class FsspecBackend(_Threaded):
             raise NotFoundError(f"{name} is not on {self.remote.describe()}") from None
         return bytes(data)
 
-    async def list_blobs(self, folder: str) -> dict[str, int]:
+    async def list_blobs(self, folder: str) -> dict[str, tuple[int, float | None]]:
         return await self._call(self._list_blobs, folder)
 
-    def _list_blobs(self, folder: str) -> dict[str, int]:
+    def _list_blobs(self, folder: str) -> dict[str, tuple[int, float | None]]:
         try:
             entries = self._fs.ls(f"{self._base}/{folder}", detail=True)
         except FileNotFoundError:
             return {}
-        found: dict[str, int] = {}
+        found: dict[str, tuple[int, float | None]] = {}
         for entry in entries:
             name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
             if entry.get("type") != "directory" and ".tmp-" not in name:
-                found[f"{folder}/{name}"] = int(entry.get("size") or 0)
+                found[f"{folder}/{name}"] = (int(entry.get("size") or 0), _modified(entry))
         return found
 
     async def delete_blobs(self, names: list[str]) -> None:

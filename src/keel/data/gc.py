@@ -45,7 +45,8 @@ class GcReport:
     ``dry_run``. ``kept``: objects referenced. ``unresolved``: model-lineage datasets found
     nowhere (nothing of theirs can be kept). ``packs``: remote packs deleted whole;
     ``kept_packed``: unreferenced remote objects kept because their pack also holds
-    referenced ones."""
+    referenced ones; ``unfinished``: (pack sha256, size) of packs an interrupted push left
+    without an index, deleted once a day old."""
 
     dry_run: bool
     kept: int
@@ -56,10 +57,12 @@ class GcReport:
     unresolved: list[str] = field(default_factory=list)
     packs: int = 0
     kept_packed: int = 0
+    unfinished: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def freed_bytes(self) -> int:
-        return sum(size for _, size in self.cache) + sum(size for _, size in self.remote or [])
+        on_remote = [*(self.remote or []), *self.unfinished]
+        return sum(size for _, size in self.cache) + sum(size for _, size in on_remote)
 
 
 def gc(
@@ -94,7 +97,8 @@ def gc(
     if target is not None:
         from keel.data.inventory import contents
 
-        garbage = _remote_garbage(contents(target, indexes=cache.pack_indexes), keep)
+        held = contents(target, indexes=cache.pack_indexes)
+        garbage = _remote_garbage(held, keep, time.time() - STALE_TEMP_SECONDS)
     if not dry_run:
         _delete(project, cache, local, target, garbage)
     return GcReport(
@@ -107,6 +111,7 @@ def gc(
         unresolved,
         packs=len(garbage.packs),
         kept_packed=garbage.kept_packed,
+        unfinished=garbage.unfinished,
     )
 
 
@@ -119,11 +124,14 @@ class _RemoteGarbage:
     loose: list[str] = field(default_factory=list)
     packs: list[str] = field(default_factory=list)
     kept_packed: int = 0
+    unfinished: list[tuple[str, int]] = field(default_factory=list)
 
 
-def _remote_garbage(held: Contents, keep: set[str]) -> _RemoteGarbage:
+def _remote_garbage(held: Contents, keep: set[str], stale_before: float) -> _RemoteGarbage:
     """A pack goes only when nothing in it is referenced; a pack holding any referenced
-    object stays whole (its unreferenced objects are counted in ``kept_packed``)."""
+    object stays whole (its unreferenced objects are counted in ``kept_packed``). A pack
+    whose index never arrived goes once it is older than ``stale_before`` (a younger one may
+    belong to a push still running)."""
     loose = sorted(sha for sha in held.loose if sha not in keep)
     dead = sorted(pack for pack, index in held.packs.items() if keep.isdisjoint(index.objects))
     going = {sha: held.loose[sha] for sha in loose}
@@ -136,7 +144,12 @@ def _remote_garbage(held: Contents, keep: set[str]) -> _RemoteGarbage:
         for sha in index.objects
         if sha not in keep
     }
-    return _RemoteGarbage(sorted(going.items()), loose, dead, len(stranded))
+    unfinished = sorted(
+        (pack, size)
+        for pack, (size, modified) in held.unindexed.items()
+        if modified is not None and modified < stale_before
+    )
+    return _RemoteGarbage(sorted(going.items()), loose, dead, len(stranded), unfinished)
 
 
 def _branches(root: Path, given: Iterable[str] | None) -> list[str]:
@@ -270,10 +283,11 @@ def _delete(
 ) -> None:
     from keel.data.statcache import stat_cache_for
 
-    if target is not None and (garbage.loose or garbage.packs):
+    if target is not None and (garbage.loose or garbage.packs or garbage.unfinished):
         from keel.data.inventory import delete_objects
 
-        delete_objects(target, garbage.loose, whole_packs=garbage.packs)
+        packs = garbage.packs + [pack for pack, _ in garbage.unfinished]
+        delete_objects(target, garbage.loose, whole_packs=packs)
     for sha, _ in local:
         cache.remove(sha)
     with stat_cache_for(project.keel_dir) as stats:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -31,11 +31,13 @@ HEAD_LIMIT = 64  # up to this many hashes, ask per object; beyond, list
 
 @dataclass(frozen=True)
 class Contents:
-    """What a remote holds: its ``loose`` objects (sha256 -> size) and its complete
-    ``packs`` (pack sha256 -> index)."""
+    """What a remote holds: its ``loose`` objects (sha256 -> size), its complete ``packs``
+    (pack sha256 -> index) and the packs whose index never arrived (``unindexed``: pack
+    sha256 -> (size, modified))."""
 
     loose: dict[str, int]
     packs: dict[str, PackIndex]
+    unindexed: dict[str, tuple[int, float | None]] = field(default_factory=dict)
 
     def objects(self) -> dict[str, int]:
         """Every object, loose or packed: sha256 -> size."""
@@ -71,15 +73,17 @@ def contents(remote: Remote, *, indexes: Path | None = None) -> Contents:
     few pages when it is small) and its packs."""
 
     async def work(backend: Backend) -> Contents:
-        held = await packs.load(backend, indexes, remote.jobs)
+        listed = await backend.list_blobs(packs.FOLDER)
+        held = await packs.load(backend, indexes, remote.jobs, listed)
+        unfinished = packs.unindexed(listed)
         small = await backend.list_small()
         if small is not None:
-            return Contents(small, held)
+            return Contents(small, held, unfinished)
         found: dict[str, int] = {}
         prefixes = [f"{n:02x}" for n in range(256)]
         for listing in await gather_limited([backend.list_prefix(p) for p in prefixes], 32):
             found.update(listing)
-        return Contents(found, held)
+        return Contents(found, held, unfinished)
 
     return run(with_backend(remote, work))
 

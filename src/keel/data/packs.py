@@ -13,10 +13,10 @@ of about PACK_BYTES:
 The pack is uploaded and verified like any object (its name is its hash), its index only
 after that: a pack without an index is invisible. So an interrupted push never leaves an
 object that looks complete, a rerun packs what is still missing, and ``keel data gc`` removes
-index-less packs once they are a day old. A pull reads the indexes (kept under the data
-cache's ``packs/`` after the first read — a pack never changes), fetches each pack's wanted
-objects with ranged reads that take neighbours together, and hashes every object before it
-enters the cache.
+index-less packs once they are a day old (a younger one may belong to a push still running).
+A pull reads the indexes (kept under the data cache's ``packs/`` after the first read — a
+pack never changes), fetches each pack's wanted objects with ranged reads that take
+neighbours together, and hashes every object before it enters the cache.
 
 Objects a pointer names itself (a tracked file, a folder's manifest) stay loose, so
 DatasetVersion.uri addresses them directly.
@@ -143,12 +143,20 @@ async def upload(backend: Backend, body: bytes, index: PackIndex) -> None:
     await backend.put_blob(index_name(index.sha256), encoded, sha256_bytes(encoded))
 
 
-async def load(backend: Backend, keep_in: Path | None, jobs: int) -> dict[str, PackIndex]:
+async def load(
+    backend: Backend,
+    keep_in: Path | None,
+    jobs: int,
+    listing: Mapping[str, tuple[int, float | None]] | None = None,
+) -> dict[str, PackIndex]:
     """The indexes of every complete pack on the remote (pack sha256 -> index), read from
-    ``keep_in`` when kept there before, else fetched (and kept)."""
+    ``keep_in`` when kept there before, else fetched (and kept). ``listing``: the remote's
+    ``packs/`` folder when already listed."""
     from keel.data.inventory import gather_limited
 
-    stems = [name.rpartition("/")[2] for name in await backend.list_blobs(FOLDER)]
+    if listing is None:
+        listing = await backend.list_blobs(FOLDER)
+    stems = [name.rpartition("/")[2] for name in listing]
     packs = sorted(
         stem[: -len(INDEX_SUFFIX)]
         for stem in stems
@@ -166,6 +174,19 @@ async def load(backend: Backend, keep_in: Path | None, jobs: int) -> dict[str, P
         return index
 
     return {index.sha256: index for index in await gather_limited([one(s) for s in packs], jobs)}
+
+
+def unindexed(
+    listing: Mapping[str, tuple[int, float | None]],
+) -> dict[str, tuple[int, float | None]]:
+    """The packs of a ``packs/`` listing whose index never arrived (their push was
+    interrupted): pack sha256 -> (size, modified)."""
+    stems = {name.rpartition("/")[2]: info for name, info in listing.items()}
+    return {
+        stem: info
+        for stem, info in stems.items()
+        if is_sha256(stem) and f"{stem}{INDEX_SUFFIX}" not in stems
+    }
 
 
 def keep_index(folder: Path, index: PackIndex) -> None:

@@ -256,8 +256,9 @@ class Backend(Protocol):
         """``length`` bytes of blob ``name`` from ``start`` (all of it when None)."""
         ...
 
-    async def list_blobs(self, folder: str) -> dict[str, int]:
-        """name -> size of the complete blobs directly under ``folder``."""
+    async def list_blobs(self, folder: str) -> dict[str, tuple[int, float | None]]:
+        """name -> (size, modified: seconds since the epoch, None when unknown) of the
+        complete blobs directly under ``folder``."""
         ...
 
     async def delete_blobs(self, names: list[str]) -> None: ...

@@ -183,7 +183,7 @@ class S3Backend:
         token: str | None = None
         while True:
             page, token = await self._list_page(start, token)
-            for key, size in page:
+            for key, size, _ in page:
                 sha = key[len(base) :].replace("/", "", 1)
                 if is_sha256(sha):
                     found[sha] = size
@@ -194,7 +194,7 @@ class S3Backend:
 
     async def _list_page(
         self, start: str, token: str | None
-    ) -> tuple[list[tuple[str, int]], str | None]:
+    ) -> tuple[list[tuple[str, int, float | None]], str | None]:
         """One page of keys under ``start`` and the next page's token: through the lean client
         where there is one (botocore parses a page of 1,000 keys in about 0.3 s of CPU)."""
         if self._objects is not None:
@@ -207,7 +207,10 @@ class S3Backend:
             answer = await self._call("list_objects_v2", **kwargs)
         except FileNotFoundError as exc:
             raise self._no_bucket() from exc
-        objects = [(str(item["Key"]), int(item["Size"])) for item in answer.get("Contents", [])]
+        objects = [
+            (str(item["Key"]), int(item["Size"]), _epoch(item.get("LastModified")))
+            for item in answer.get("Contents", [])
+        ]
         more = answer.get("IsTruncated") and answer.get("NextContinuationToken")
         return objects, str(answer["NextContinuationToken"]) if more else None
 
@@ -411,16 +414,16 @@ class S3Backend:
         async with answer["Body"] as stream:
             return bytes(await stream.read())
 
-    async def list_blobs(self, folder: str) -> dict[str, int]:
+    async def list_blobs(self, folder: str) -> dict[str, tuple[int, float | None]]:
         start = f"{self.prefix}{folder}/"
-        found: dict[str, int] = {}
+        found: dict[str, tuple[int, float | None]] = {}
         token: str | None = None
         while True:
             page, token = await self._list_page(start, token)
-            for key, size in page:
+            for key, size, modified in page:
                 name = key[len(self.prefix) :]
                 if "/" not in name[len(folder) + 1 :]:
-                    found[name] = size
+                    found[name] = (size, modified)
             if token is None:
                 return found
 
@@ -453,6 +456,11 @@ class S3Backend:
 
 def _ignore(nbytes: int) -> None:
     pass
+
+
+def _epoch(value: Any) -> float | None:
+    """botocore's LastModified (a datetime) as seconds since the epoch."""
+    return float(value.timestamp()) if hasattr(value, "timestamp") else None
 
 
 def _is_aws(endpoint: str) -> bool:

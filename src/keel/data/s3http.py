@@ -137,9 +137,10 @@ def canonical_query(query: dict[str, str]) -> str:
 
 @dataclass(frozen=True)
 class ListPage:
-    """One page of a listing: (key, size) pairs, and the token of the next page if any."""
+    """One page of a listing: (key, size, modified — seconds since the epoch, None when the
+    server gave none) of each object, and the token of the next page if any."""
 
-    objects: list[tuple[str, int]]
+    objects: list[tuple[str, int, float | None]]
     next_token: str | None
 
 
@@ -374,18 +375,29 @@ def _list_page(payload: bytes) -> ListPage:
         root = ElementTree.fromstring(payload)
     except ElementTree.ParseError as exc:
         raise S3ResponseError(200, "MalformedListing", f"the listing is not XML ({exc})") from None
-    objects: list[tuple[str, int]] = []
+    objects: list[tuple[str, int, float | None]] = []
     truncated, token = False, None
     for child in root:
         name = child.tag.rpartition("}")[2]
         if name == "Contents":
             fields = {part.tag.rpartition("}")[2]: part.text or "" for part in child}
-            objects.append((fields.get("Key", ""), int(fields.get("Size", "0") or 0)))
+            size = int(fields.get("Size", "0") or 0)
+            objects.append((fields.get("Key", ""), size, _timestamp(fields.get("LastModified"))))
         elif name == "IsTruncated":
             truncated = (child.text or "").strip().lower() == "true"
         elif name == "NextContinuationToken":
             token = child.text
     return ListPage(objects, token if truncated and token else None)
+
+
+def _timestamp(text: str | None) -> float | None:
+    """An ISO 8601 time (S3's LastModified) as seconds since the epoch; None if unreadable."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp() if text else None
+    except ValueError:
+        return None
 
 
 def _client_errors() -> type[Exception]:
