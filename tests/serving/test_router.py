@@ -213,12 +213,27 @@ def test_a_spec_change_is_picked_up_on_refresh_without_errors(
         assert predict(client, "switch", [row])["model_versions"] == [1]
 
 
-def test_the_periodic_refresh_switches_a_serving_app(models: Models) -> None:
+def test_the_periodic_refresh_switches_a_serving_app(
+    models: Models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
     import time
 
+    from keel.serving.router import Router
+
+    built_on: list[int] = []
+    real_build = Router._build
+
+    def build(self: Router, *args: Any) -> Any:
+        built_on.append(threading.get_ident())
+        return real_build(self, *args)
+
+    monkeypatch.setattr(Router, "_build", build)
     project = models.project
     with serve(project, ["periodic"], refresh_s=0.02) as client:
+        loop_thread = client.portal.call(threading.get_ident)
         assert predict(client, "periodic", [{"a": 0.1, "b": 0.2}])["model_versions"] == [1]
+        built_on.clear()
         deploy(project, "periodic", "plain@2", reason="release")
         versions: list[int] = []
         for _ in range(500):  # waits for the background task, bounded so a bug cannot hang
@@ -227,6 +242,9 @@ def test_the_periodic_refresh_switches_a_serving_app(models: Models) -> None:
                 break
             time.sleep(0.01)
         assert versions == [2]
+    # The new model was loaded on a worker thread, not on the loop serving the requests.
+    assert built_on
+    assert loop_thread not in built_on
 
 
 def test_entity_keys_make_the_unit(models: Models) -> None:

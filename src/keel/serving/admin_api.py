@@ -15,6 +15,7 @@ up at their next refresh (``serving.refresh_s``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -104,8 +105,9 @@ async def change(
         deployment = apply(_project(request), endpoint, body.author or DEFAULT_AUTHOR)
     except StateError as exc:
         return JSONResponse({"error": str(exc)}, status_code=409)
-    # This server serves the change now; the others at their next refresh.
-    request.app.state.predictor.router.refresh()
+    # This server serves the change now (loading a model on a worker thread, not on the
+    # event loop serving requests); the others at their next refresh.
+    await asyncio.to_thread(request.app.state.predictor.router.refresh)
     return deployment.to_dict()
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,7 @@ class Router:
         self.refresh_s = refresh_s
         self.deployments = deployments
         self._routes: dict[str, Route] = {}
+        self._refreshing = threading.Lock()
 
     def load(self) -> None:
         """Load every endpoint's route; the registry is ready once all have loaded."""
@@ -153,6 +155,10 @@ class Router:
         A failure (store unreachable, a model that does not load) keeps the route in force
         and is logged: serving goes on, and the next refresh tries again.
         """
+        with self._refreshing:  # the periodic refresh and an admin change, one at a time
+            return self._refresh_all()
+
+    def _refresh_all(self) -> list[str]:
         changed = []
         for name in self.registry.configs:
             current = self._routes.get(name)
@@ -174,10 +180,12 @@ class Router:
 
     async def run(self, after_refresh: Callable[[], None] | None = None) -> None:
         """Refresh every ``refresh_s`` seconds until cancelled (the app's lifespan task),
-        calling ``after_refresh`` when a refresh changed a route."""
+        calling ``after_refresh`` when a refresh changed a route. Each refresh runs on a
+        worker thread: reading the deployment and loading a new model must not stall the
+        requests this event loop is serving."""
         while True:
             await asyncio.sleep(self.refresh_s)
-            if self.refresh() and after_refresh is not None:
+            if await asyncio.to_thread(self.refresh) and after_refresh is not None:
                 after_refresh()
 
     def _desired(self, name: str) -> tuple[DeploymentSpec, str]:
