@@ -256,8 +256,6 @@ def store(
     view = memoryview(data)
     bad: list[str] = []
     for sha, offset, size in span.members:
-        if cache.has(sha):
-            continue
         try:
             cache.put_bytes_verified(view[offset - span.start : offset - span.start + size], sha)
         except ArtifactCorruptedError:

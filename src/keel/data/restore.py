@@ -241,12 +241,12 @@ class _Fetcher:
         pending: list[tuple[Pointer, Scan | None]],
         stored: Callable[[str], None] | None = None,
     ) -> None:
-        missing = {sha for sha in hashes if not self.cache.has(sha)}
+        missing = hashes - self.cache.present(hashes)
         if not missing:
             return
         remote = self._remote_or_fail(missing, pending)
         remote.pull(self.cache, missing, jobs=self.jobs, progress=self.progress, stored=stored)
-        still = sorted(sha for sha in missing if not self.cache.has(sha))
+        still = sorted(missing - self.cache.present(missing))
         if still:
             raise NotFoundError(
                 f"{len(still)} object(s) are on neither the data cache nor {remote.describe()} "

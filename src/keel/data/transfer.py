@@ -144,7 +144,7 @@ def pull(
     wanted = checked(hashes)
     started = time.monotonic()
     known = dict(sizes or {})
-    order = {sha for sha in wanted if not cache.has(sha)}
+    order = wanted - cache.present(wanted)
     bar = progress or _NoProgress()
     tell = stored or _ignore
     if not order:
