@@ -45,7 +45,7 @@ def test_add_file_stores_a_read_only_object_once(cache: DataCache, tmp_path: Pat
     assert path.stat().st_ino != src.stat().st_ino  # a copy, not the workspace file
     assert cache.add_file(src, sha(data), len(data)) is None  # already there
     assert list(cache.objects()) == [sha(data)]
-    assert not list((cache.root / "tmp").iterdir())
+    assert not list((cache.root / "tmp").glob("*"))  # no temporary file left (if any made)
 
 
 def test_a_failed_copy_leaves_no_object_and_no_temp_file(
@@ -62,7 +62,7 @@ def test_a_failed_copy_leaves_no_object_and_no_temp_file(
     with pytest.raises(StoreError, match="No space left"):
         cache.add_file(src, sha(data), len(data))
     assert not cache.has(sha(data))
-    assert not list((cache.root / "tmp").iterdir())
+    assert not list((cache.root / "tmp").glob("*"))  # no temporary file left (if any made)
 
 
 def test_a_file_that_changed_size_since_hashing_is_refused(
@@ -132,6 +132,12 @@ def test_new_files_are_complete_when_named_with_or_without_unnamed_files(
     with pytest.raises(ArtifactCorruptedError, match="hashes to"):
         cache.put_bytes_verified(b"not it", sha(b"something else"))
     assert not cache.has(sha(b"something else"))
+    added = os.urandom(5000)
+    stored = cache.add_file(source(tmp_path, added, "added.bin"), sha(added), len(added))
+    assert stored is not None
+    assert stored.st_size == len(added)
+    assert cache.read_bytes(sha(added)) == added
+    assert cache.path_of(sha(added)).stat().st_mode & 0o777 == 0o444
 
     dest = tmp_path / "work" / "file.bin"
     assert cache.link_to(sha(data), dest) in ("reflink", "copy")
