@@ -112,12 +112,12 @@ def push(
             )
         groups = packs.plan(todo - keep_loose, sizes)
         grouped = {sha for group in groups for sha in group}
-        work = [_upload_loose(backend, cache, sha, sizes[sha], bar) for sha in todo - grouped]
-        work += [_upload_pack(backend, cache, group, sizes, bar) for group in groups]
+        transfers = [_upload_loose(backend, cache, sha, sizes[sha], bar) for sha in todo - grouped]
+        transfers += [_upload_pack(backend, cache, group, sizes, bar) for group in groups]
         total = sum(sizes[sha] for sha in todo)
         if todo:
             bar.start(len(todo), total)
-        await _run_all(work, jobs, bar, "push", remote)
+        await _run_all(transfers, jobs, bar, "push", remote)
         return TransferReport(len(todo), total, len(wanted) - len(todo), _since(started))
 
     return run(with_backend(remote, work))
@@ -156,12 +156,12 @@ def pull(
         reads, loose = packs.spans(order, held)
         bar.start(len(order), sum(known.get(sha, 0) for sha in order))
         moved = [0]
-        work = [
+        transfers = [
             _download_loose(backend, cache, sha, known.get(sha, 0), bar, moved, tell)
             for sha in loose
         ]
-        work += [_download_span(backend, cache, span, bar, moved, tell) for span in reads]
-        await _run_all(work, jobs, bar, "pull", remote)
+        transfers += [_download_span(backend, cache, span, bar, moved, tell) for span in reads]
+        await _run_all(transfers, jobs, bar, "pull", remote)
         return TransferReport(len(order), moved[0], len(wanted) - len(order), _since(started))
 
     return run(with_backend(remote, work))
