@@ -303,8 +303,19 @@ def test_push_and_pull_from_the_python_api(cli: Project) -> None:
     keel.data.add(cli, ["data/train.csv", "data/images"])
     only_train = keel.data.push(cli, ["data/train.csv"])
     assert (only_train.transferred, only_train.bytes) == (1, 8)
+    not_pushed = {p.path: p.not_pushed for p in keel.data.status(cli).paths}
+    assert not_pushed == {"data/train.csv": 0, "data/images": 41}
     report = keel.data.push(cli)
     assert (report.transferred, report.present) == (41, 1)  # the images and their manifest
+    # The images went packed: status still finds every one of them on the remote.
+    assert {p.not_pushed for p in keel.data.status(cli).paths} == {0}
+    write(cli.root / "data" / "images" / "new.png", b"one more")
+    keel.data.add(cli, ["data/images"])
+    not_pushed = {p.path: p.not_pushed for p in keel.data.status(cli).paths}
+    assert not_pushed == {"data/train.csv": 0, "data/images": 2}  # the file, a new manifest
+    assert keel.data.push(cli).transferred == 2
+    (cli.root / "data" / "images" / "new.png").unlink()
+    keel.data.add(cli, ["data/images"])  # back to the pushed version
 
     shutil.rmtree(cli.root / "data" / "images")
     shutil.rmtree(cli.root / ".keel" / "cache")
