@@ -5,8 +5,8 @@ Connection, credentials and region come from s3fs (its options go in
 Object bodies and listings of an S3-compatible endpoint (any endpoint that is not
 amazonaws.com) go through keel.data.s3http, a lean signed client, because botocore's
 per-request CPU cost caps small-object transfers at a few hundred per second; AWS itself keeps
-botocore (virtual hosted buckets, region redirects). When the options name the endpoint and
-the keys outright, s3fs is not even imported unless a call needs botocore.
+botocore (virtual hosted buckets, region redirects). keel.data.s3_connection opens both clients
+(s3fs only once a call needs botocore, when the options name the endpoint and the keys).
 
 Every upload is one PUT — atomic, the object appears whole or not at all — carrying
 ``x-amz-checksum-sha256``; the server refuses a body that does not hash to it. When a server
@@ -21,20 +21,17 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import os
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from keel.core.hashing import CHUNK, is_sha256, sha256_file
 from keel.data.backends import corrupted_source
+from keel.data.s3_connection import S3Connection
 from keel.errors import InvalidInputError, NotFoundError, StoreError
 
 if TYPE_CHECKING:
     from keel.data.remote import Remote
-    from keel.data.s3http import Credentials, ObjectClient
 
 SINGLE_PUT_LIMIT = 5 << 30
 # Up to this many objects, listing the remote page by page (a request per 1,000, one after the
@@ -57,115 +54,19 @@ class S3Backend:
         self.remote = remote
         self.bucket = bucket
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        self.fast = fast
-        self._fs: Any = None
-        self._objects: ObjectClient | None = None
-        self._frozen: tuple[float, Credentials] | None = None
+        self.conn = S3Connection(remote, bucket, fast=fast)
 
     def key(self, sha256: str) -> str:
         return f"{self.prefix}objects/{sha256[:2]}/{sha256[2:]}"
 
     async def open(self) -> None:
-        settings = _explicit_settings(self.remote.options) if self.fast else None
-        if settings is not None:
-            # Endpoint and keys are all in the options: the lean client needs no botocore
-            # session (importing s3fs and building one costs about 0.3 s per command); s3fs
-            # opens only when a call needs it (existence checks, deletes, multipart).
-            endpoint, region, credentials = settings
-            self._objects = await self._open_objects(endpoint, region, lambda: credentials)
-            return
-        client = await self._s3fs()
-        if self.fast:
-            self._objects = await self._object_client(client)
-
-    async def _s3fs(self) -> Any:
-        """s3fs's async filesystem and its botocore client, made on first use."""
-        if self._fs is not None:
-            return await self._fs.set_session()
-        try:
-            import s3fs
-        except ImportError as exc:
-            raise StoreError(
-                f"{self.remote.describe()} needs s3fs, which is not installed (pip install s3fs)"
-            ) from exc
-        options = dict(self.remote.options)
-        config = {
-            "max_pool_connections": max(10, self.remote.jobs * 2),
-            "request_checksum_calculation": "when_required",  # we send sha256 ourselves
-            "response_checksum_validation": "when_required",  # pulls hash every object
-            **dict(options.pop("config_kwargs", None) or {}),
-        }
-        self._fs = s3fs.S3FileSystem(
-            asynchronous=True,
-            skip_instance_cache=True,
-            loop=asyncio.get_running_loop(),
-            config_kwargs=config,
-            **options,
-        )
-        return await self._fs.set_session()
-
-    async def _object_client(self, client: Any) -> ObjectClient | None:
-        endpoint = str(client.meta.endpoint_url)
-        if _is_aws(endpoint):
-            return None
-        anonymous = bool(getattr(self._fs, "anon", False))
-        source = getattr(client._request_signer, "_credentials", None)
-        if source is None and not anonymous:
-            return None  # botocore raises its own clear "no credentials" error
-        region = client.meta.region_name or "us-east-1"
-        credentials = (lambda: None) if anonymous else (lambda: self._credentials(source))
-        return await self._open_objects(endpoint, region, credentials)
-
-    async def _open_objects(
-        self, endpoint: str, region: str, credentials: Callable[[], Any]
-    ) -> ObjectClient:
-        from keel.data.s3http import ObjectClient
-
-        objects = ObjectClient(
-            endpoint,
-            self.bucket,
-            region,
-            credentials,
-            connections=max(self.remote.jobs, 1),
-            ssl=self._ssl(),
-        )
-        await objects.open()
-        return objects
-
-    def _ssl(self) -> Any:
-        """TLS verification as botocore's ``verify`` option says: False, a CA bundle, or
-        the default (None)."""
-        verify = dict(self.remote.options.get("client_kwargs") or {}).get("verify")
-        if verify is False:
-            return False
-        if isinstance(verify, str):
-            import ssl
-
-            return ssl.create_default_context(cafile=verify)
-        return None
-
-    async def _credentials(self, source: Any) -> Credentials:
-        from keel.data.s3http import Credentials
-
-        # Refreshable credentials (roles, SSO) are re-read every minute, not per request.
-        if self._frozen is None or time.monotonic() - self._frozen[0] > 60:
-            frozen = source.get_frozen_credentials()
-            if asyncio.iscoroutine(frozen):
-                frozen = await frozen
-            creds = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-            self._frozen = (time.monotonic(), creds)
-        return self._frozen[1]
+        await self.conn.open()
 
     async def close(self) -> None:
-        if self._objects is not None:
-            await self._objects.close()
-        creator = getattr(self._fs, "_s3creator", None)
-        if creator is not None:
-            await creator.__aexit__(None, None, None)
+        await self.conn.close()
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
-        await self._s3fs()
-        return await self._fs._call_s3(method, Bucket=self.bucket, **kwargs)
+        return await self.conn.call(method, Bucket=self.bucket, **kwargs)
 
     async def list_small(self) -> dict[str, int] | None:
         found, more = await self._list(f"{self.prefix}objects/", limit=FLAT_LIST_LIMIT)
@@ -197,8 +98,8 @@ class S3Backend:
     ) -> tuple[list[tuple[str, int, float | None]], str | None]:
         """One page of keys under ``start`` and the next page's token: through the lean client
         where there is one (botocore parses a page of 1,000 keys in about 0.3 s of CPU)."""
-        if self._objects is not None:
-            page = await self._fast(self._objects.list_page(start, LIST_PAGE, token), None)
+        if self.conn.objects is not None:
+            page = await self._fast(self.conn.objects.list_page(start, LIST_PAGE, token), None)
             return page.objects, page.next_token
         kwargs: dict[str, Any] = {"Prefix": start, "MaxKeys": LIST_PAGE}
         if token is not None:
@@ -282,12 +183,12 @@ class S3Backend:
         advance: Callable[[int], None],
     ) -> str | None:
         if size > SINGLE_PUT_LIMIT and isinstance(body, Path):
-            await self._s3fs()
-            await self._fs._put_file(str(body), f"{self.bucket}/{key}")
+            fs = await self.conn.filesystem()
+            await fs._put_file(str(body), f"{self.bucket}/{key}")
             advance(size)
             return None
-        if self._objects is not None:
-            put = self._objects.put(key, body, sha256, size, advance)
+        if self.conn.objects is not None:
+            put = self.conn.objects.put(key, body, sha256, size, advance)
             echoed: str | None = await self._fast(put, sha256, body)
             return echoed
         echoed = await self._put_botocore(key, sha256, body, size)
@@ -298,7 +199,7 @@ class S3Backend:
         self, key: str, sha256: str, body: Path | bytes, size: int
     ) -> str | None:
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
-        client = await self._fs.get_s3(self.bucket)
+        client = await (await self.conn.filesystem()).get_s3(self.bucket)
         with contextlib.ExitStack() as stack:
             payload: Any = body
             if isinstance(body, Path):
@@ -342,13 +243,15 @@ class S3Backend:
             )
 
     async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> str | None:
-        if self._objects is not None:
+        if self.conn.objects is not None:
             digest: str = await self._fast(
-                self._objects.get(self.key(sha256), dest, advance), sha256
+                self.conn.objects.get(self.key(sha256), dest, advance), sha256
             )
             return digest
         try:
-            await self._fs._get_file(f"{self.bucket}/{self.key(sha256)}", str(dest))
+            await (await self.conn.filesystem())._get_file(
+                f"{self.bucket}/{self.key(sha256)}", str(dest)
+            )
         except FileNotFoundError:
             raise self._not_found(sha256) from None
         advance(dest.stat().st_size)
@@ -400,8 +303,8 @@ class S3Backend:
 
     async def get_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes:
         key = f"{self.prefix}{name}"
-        if self._objects is not None:
-            data: bytes = await self._fast(self._objects.get_range(key, start, length), name)
+        if self.conn.objects is not None:
+            data: bytes = await self._fast(self.conn.objects.get_range(key, start, length), name)
             return data
         kwargs: dict[str, Any] = {}
         if start or length is not None:
@@ -461,30 +364,6 @@ def _ignore(nbytes: int) -> None:
 def _epoch(value: Any) -> float | None:
     """botocore's LastModified (a datetime) as seconds since the epoch."""
     return float(value.timestamp()) if hasattr(value, "timestamp") else None
-
-
-def _is_aws(endpoint: str) -> bool:
-    return (urlsplit(endpoint).hostname or "").endswith("amazonaws.com")
-
-
-def _explicit_settings(options: Mapping[str, Any]) -> tuple[str, str, Credentials] | None:
-    """(endpoint, region, credentials) when the remote's options name an S3-compatible
-    endpoint and its keys outright — nothing for botocore to look up — else None."""
-    from keel.data.s3http import Credentials
-
-    client_kwargs = dict(options.get("client_kwargs") or {})
-    endpoint = options.get("endpoint_url") or client_kwargs.get("endpoint_url")
-    key, secret, token = options.get("key"), options.get("secret"), options.get("token")
-    plain = all(isinstance(value, str) and value for value in (endpoint, key, secret))
-    if not plain or options.get("anon") or options.get("profile") or _is_aws(str(endpoint)):
-        return None
-    region = (
-        client_kwargs.get("region_name")
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-        or "us-east-1"
-    )
-    return str(endpoint), str(region), Credentials(str(key), str(secret), token or None)
 
 
 class _RefusedError(Exception):
