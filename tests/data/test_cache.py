@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keel.data import cache as cache_module
+from keel.data import links as links_module
 from keel.data.cache import DataCache
 from keel.data.hashing import hash_file, hash_files
 from keel.errors import ArtifactCorruptedError, InvalidInputError, NotFoundError, StoreError
@@ -58,7 +58,7 @@ def test_a_failed_copy_leaves_no_object_and_no_temp_file(
         os.write(dst_fd, b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cache_module, "_copy_fds", broken)
+    monkeypatch.setattr(links_module, "copy_fds", broken)
     with pytest.raises(StoreError, match="No space left"):
         cache.add_file(src, sha(data), len(data))
     assert not cache.has(sha(data))
@@ -143,7 +143,7 @@ def test_new_files_are_complete_when_named_with_or_without_unnamed_files(
     assert cache.link_to(sha(data), dest) in ("reflink", "copy")
     assert dest.read_bytes() == data
     assert dest.stat().st_mode & 0o200  # the user's own, writable copy
-    assert cache._tmpfile_works is unnamed
+    assert cache.linker._tmpfile_works is unnamed
     leftovers = [p.name for p in (tmp_path / "work").iterdir()]
     leftovers += [p.name for p in (cache.root / "tmp").glob("*")]
     assert leftovers == ["file.bin"]  # no temporary file stays behind

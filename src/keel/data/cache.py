@@ -3,10 +3,12 @@
 Objects live at ``<cache>/objects/ab/cdef...`` named by their sha256 — the same layout as the
 remotes, so push and pull move files without renaming. Rules that keep the cache trustworthy:
 
-- An object appears under its real name whole or not at all: bytes go to ``<cache>/tmp/`` first
-  and are moved into place with ``os.replace`` (atomic on one filesystem).
+- An object appears under its real name whole or not at all: bytes go into an unnamed file
+  named only when complete (keel.data.links), or where that is not possible to ``<cache>/tmp/``
+  first, moved into place with ``os.replace`` (atomic on one filesystem).
 - Objects are made read-only (mode 0444) once stored.
-- Workspace files are made from objects by the first link type in ``links`` that works.
+- Workspace files are made from objects by the first link type in ``links`` that works
+  (keel.data.links).
   ``reflink`` (copy-on-write clone) and ``copy`` give the workspace its own bytes, so editing a
   workspace file can never change an object. ``hardlink`` shares the object's inode (no extra
   space): it is opt-in, and ``keel.data.workspace`` guards it (see that module's docstring).
@@ -19,7 +21,6 @@ verification finds it and it is re-fetched or re-added.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import time
@@ -28,18 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keel.core.hashing import sha256_bytes, sha256_file
+from keel.data.links import Linker, write_all
 from keel.data.manifest import is_sha256
 from keel.errors import ArtifactCorruptedError, InvalidInputError, NotFoundError, StoreError
 
 if TYPE_CHECKING:
     from keel.project import Project
 
-LINK_TYPES = ("reflink", "hardlink", "copy")
-FICLONE = 0x40049409  # Linux ioctl: clone a file's extents (btrfs, xfs, bcachefs, ...)
-_NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS}
 RACY_NS = 100_000_000  # a folder changed this recently may change again within its mtime tick
 LIST_THRESHOLD = 512  # from this many hashes, `present` lists folders instead of stat'ing
-_NO_HARDLINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 class DataCache:
@@ -52,15 +50,9 @@ class DataCache:
     """
 
     def __init__(self, root: Path, links: Sequence[str] = ("reflink", "copy")) -> None:
-        bad = [link for link in links if link not in LINK_TYPES]
-        if bad or not links:
-            raise InvalidInputError(
-                f"data.link {list(links)!r} is invalid; use a list of {', '.join(LINK_TYPES)}"
-            )
         self.root = Path(root)
-        self.links = tuple(links)
-        self._reflink_works: bool | None = None  # learned on first try, per cache object
-        self._tmpfile_works: bool | None = None  # likewise for unnamed files (O_TMPFILE)
+        self.linker = Linker(links)
+        self.links = self.linker.links
         self._dirs: set[str] = set()
 
     # -- names ---------------------------------------------------------------------------
@@ -156,7 +148,9 @@ class DataCache:
             return None
         temp = self.new_temp(sha256)
         try:
-            how, st = self._materialize(src, temp, 0o444, prefer_link="hardlink" in self.links)
+            how, st = self.linker.materialize(
+                src, temp, 0o444, prefer_link="hardlink" in self.links
+            )
             if st.st_size != size:
                 raise StoreError(
                     f"{src} changed while it was being added ({st.st_size} bytes, hashed "
@@ -202,42 +196,18 @@ class DataCache:
             )
         target = self.path_of(sha256)
         self._ensure_dir(target.parent)
-        if self._tmpfile_works is not False and self._publish_unnamed(target, data):
+        if self.linker.publish_unnamed(target, data):
             return
         temp = self.new_temp(sha256)
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
             finally:
                 os.close(fd)
             os.replace(temp, target)
         finally:
             temp.unlink(missing_ok=True)
-
-    def _publish_unnamed(self, target: Path, data: bytes | memoryview) -> bool:
-        """Write ``data`` into an unnamed file in the object's folder and give it its name
-        only when complete (O_TMPFILE, then linkat): nothing partial is ever visible, a
-        crash leaves nothing behind, and no temporary name makes threads contend for the
-        folder's lock twice. False where the filesystem cannot (then a temporary name)."""
-        try:
-            fd = os.open(target.parent, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o444)
-        except (AttributeError, OSError):
-            self._tmpfile_works = False
-            return False
-        try:
-            _write_all(fd, data)
-            try:
-                _name_unnamed(fd, target)
-            except FileExistsError:
-                pass  # the same bytes (the same hash) arrived another way
-            except OSError:
-                self._tmpfile_works = False
-                return False
-        finally:
-            os.close(fd)
-        self._tmpfile_works = True
-        return True
 
     def put_verified(self, src: Path, sha256: str, digest: str | None = None) -> None:
         """Move the downloaded file ``src`` into place as object ``sha256`` after checking its
@@ -299,158 +269,17 @@ class DataCache:
                 "`keel data pull` fetches it from the remote"
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if self.links[0] != "hardlink" and not os.path.lexists(dest):
-            made = self._copy_unnamed(source, dest)
+        if not os.path.lexists(dest):
+            made = self.linker.copy_unnamed(source, dest)
             if made is not None:
                 return made
         temp = dest.with_name(f".{dest.name}.keel-tmp-{os.getpid()}")
         try:
-            how, _ = self._materialize(source, temp, 0o666, prefer_link=False)
+            how, _ = self.linker.materialize(source, temp, 0o666, prefer_link=False)
             os.replace(temp, dest)
         finally:
             temp.unlink(missing_ok=True)
         return how
-
-    def _copy_unnamed(self, src: Path, dest: Path) -> str | None:
-        """A new workspace file as an unnamed clone or copy of ``src``, named ``dest`` once
-        complete (see _publish_unnamed); the link type used, or None to take the
-        temporary-name path (no O_TMPFILE here, or ``dest`` appeared meanwhile)."""
-        if self._tmpfile_works is False:
-            return None
-        try:
-            fd = os.open(dest.parent, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
-        except (AttributeError, OSError):
-            self._tmpfile_works = False
-            return None
-        try:
-            with open(src, "rb", buffering=0) as source:
-                how = self._fill_unnamed(source.fileno(), fd)
-            if how is None:
-                return None
-            try:
-                _name_unnamed(fd, dest)
-            except FileExistsError:
-                return None
-            except OSError:
-                self._tmpfile_works = False
-                return None
-        finally:
-            os.close(fd)
-        self._tmpfile_works = True
-        return how
-
-    def _fill_unnamed(self, src: int, dest: int) -> str | None:
-        """Clone or copy ``src`` into ``dest`` by the configured order; None when a hardlink
-        comes first (the temporary-name path makes those)."""
-        for how in self.links:
-            if how == "reflink":
-                if self._reflink_works is not False and self._clone_fd(src, dest):
-                    return how
-                continue
-            if how == "copy":
-                _copy_fds(src, dest, os.fstat(src).st_size)
-                return how
-            return None
-        return None
-
-    def _clone_fd(self, src: int, dest: int) -> bool:
-        import fcntl
-
-        try:
-            fcntl.ioctl(dest, FICLONE, src)
-        except OSError as exc:
-            if exc.errno not in _NO_REFLINK:
-                raise
-            self._reflink_works = False
-            return False
-        self._reflink_works = True
-        return True
-
-    def _materialize(
-        self, src: Path, dest: Path, mode: int, *, prefer_link: bool
-    ) -> tuple[str, os.stat_result]:
-        """Make ``dest`` (which must not exist) from ``src``; copies get ``mode`` (masked by
-        the umask). Returns the link type used and dest's stat."""
-        order = self.links
-        if prefer_link:
-            order = ("hardlink", *(link for link in order if link != "hardlink"))
-        last: OSError | None = None
-        for how in order:
-            try:
-                if how == "reflink" and self._reflink(src, dest, mode):
-                    return how, os.stat(dest)
-                if how == "hardlink":
-                    os.link(src, dest)
-                    return how, os.stat(dest)
-                if how == "copy":
-                    return how, _copy(src, dest, mode)
-            except OSError as exc:
-                if how == "copy" or exc.errno not in _NO_HARDLINK:
-                    raise
-                last = exc
-        raise StoreError(
-            f"none of the link types {list(self.links)} works from {self.root} to {dest} "
-            f"({last}); add 'copy' to data.link in keel.yaml"
-        )
-
-    def _reflink(self, src: Path, dest: Path, mode: int) -> bool:
-        if self._reflink_works is False:
-            return False
-        cloned = False
-        try:
-            with open(src, "rb", buffering=0) as source:
-                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-                try:
-                    cloned = self._clone_fd(source.fileno(), fd)
-                finally:
-                    os.close(fd)
-        finally:
-            if not cloned:
-                dest.unlink(missing_ok=True)
-        return cloned
-
-
-def _name_unnamed(fd: int, target: Path) -> None:
-    """Give the O_TMPFILE file ``fd`` the name ``target``: linkat(AT_SYMLINK_FOLLOW) on its
-    /proc/self/fd link. A dir fd argument is what makes os.link call linkat with that flag
-    (plain link() would link the /proc symlink itself); the absolute source ignores it."""
-    os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd, follow_symlinks=True)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _copy(src: Path, dest: Path, mode: int) -> os.stat_result:
-    """Copy src to a new file dest created with ``mode``, in the kernel where it can
-    (copy_file_range, else sendfile); returns dest's stat once written."""
-    with open(src, "rb", buffering=0) as source:
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            remaining = os.fstat(source.fileno()).st_size
-            _copy_fds(source.fileno(), fd, remaining)
-            return os.fstat(fd)
-        finally:
-            os.close(fd)
-
-
-def _copy_fds(src: int, dst: int, size: int) -> None:
-    done = 0
-    try:
-        while True:
-            n = os.copy_file_range(src, dst, max(size - done, 1 << 30))
-            if n == 0:
-                return
-            done += n
-    except OSError as exc:
-        if done or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-    while chunk := os.read(src, 1 << 20):  # no in-kernel copy here: plain reads and writes
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst, view) :]
 
 
 def cache_for(project: Project) -> DataCache:
