@@ -19,7 +19,7 @@ import pytest
 from keel.data.manifest import Entry, build_manifest
 from keel.data.pointer import Pointer
 from keel.data.remote import Remote, RemoteAccessError, objects_of, remote_for
-from keel.data.s3http import Credentials, Signer
+from keel.data.s3_signing import Credentials, Signer
 from keel.errors import InvalidInputError, NotFoundError, StoreError
 from keel.project import Project
 from tests.data.remote_support import botocore_only, fill, new_cache, s3_remote

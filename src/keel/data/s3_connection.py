@@ -16,7 +16,8 @@ from keel.errors import StoreError
 
 if TYPE_CHECKING:
     from keel.data.remote import Remote
-    from keel.data.s3http import Credentials, ObjectClient
+    from keel.data.s3_signing import Credentials
+    from keel.data.s3http import ObjectClient
 
 
 class S3Connection:
@@ -112,7 +113,7 @@ class S3Connection:
         return None
 
     async def _credentials(self, source: Any) -> Credentials:
-        from keel.data.s3http import Credentials
+        from keel.data.s3_signing import Credentials
 
         # Refreshable credentials (roles, SSO) are re-read every minute, not per request.
         if self._frozen is None or time.monotonic() - self._frozen[0] > 60:
@@ -149,7 +150,7 @@ def is_aws(endpoint: str) -> bool:
 def explicit_settings(options: Mapping[str, Any]) -> tuple[str, str, Credentials] | None:
     """(endpoint, region, credentials) when the remote's options name an S3-compatible
     endpoint and its keys outright — nothing for botocore to look up — else None."""
-    from keel.data.s3http import Credentials
+    from keel.data.s3_signing import Credentials
 
     client_kwargs = dict(options.get("client_kwargs") or {})
     endpoint = options.get("endpoint_url") or client_kwargs.get("endpoint_url")
