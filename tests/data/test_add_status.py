@@ -16,7 +16,7 @@ from keel.data import add, status, tree
 from keel.data.cache import cache_for
 from keel.data.manifest import parse_manifest
 from keel.data.pointer import read_pointer
-from keel.errors import InvalidInputError, NotFoundError
+from keel.errors import InvalidInputError, NotFoundError, StoreError
 from keel.project import Project
 from tests.data.helpers import HashCounter, settle, write
 
@@ -349,3 +349,30 @@ def test_status_without_a_remote_leaves_the_remote_modules_unimported(
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["None", "True", "False"]
+
+
+def test_a_file_changed_after_hashing_is_refused_and_its_object_dropped(
+    sqlite_project: Project, images: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are copied into the cache as they are hashed; one rewritten (same size, later
+    mtime) after its copy must not leave an object whose bytes its name does not promise."""
+    from keel.data.cache import DataCache
+
+    root = sqlite_project.root
+    victim = root / "data" / "images" / "cats" / "3.png"
+    real_add_file = DataCache.add_file
+
+    def add_then_rewrite(self: DataCache, src: Path, sha: str, size: int) -> object:
+        stored = real_add_file(self, src, sha, size)
+        if src == victim:
+            victim.write_bytes(bytes(len(images["cats/3.png"])))  # other bytes, same size
+            stamp = victim.stat().st_mtime + 5
+            os.utime(victim, (stamp, stamp))
+        return stored
+
+    monkeypatch.setattr(DataCache, "add_file", add_then_rewrite)
+    with pytest.raises(StoreError, match=r"3\.png changed while it was being added"):
+        add(sqlite_project, ["data/images"])
+    cache = cache_for(sqlite_project)
+    assert not cache.has(hashlib.sha256(images["cats/3.png"]).hexdigest())
+    assert not (root / "data" / "images.keel").exists()

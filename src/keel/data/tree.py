@@ -26,6 +26,8 @@ from keel.data.statcache import RACY_NS, Row, StatCache, Tracked
 from keel.errors import InvalidInputError
 
 ProgressFn = Callable[[int, int], None]
+# Told of each file as it is hashed: (name within the scanned path, its path, sha256, size).
+Hashed = Callable[[str, Path, str, int], None]
 """Called with (bytes hashed so far, bytes to hash in all) while files are hashed."""
 
 TEMP_MARK = ".keel-tmp-"  # checkout writes `.NAME.keel-tmp-PID` before renaming into place
@@ -96,8 +98,12 @@ def scan(
     cache: DataCache | None = None,
     jobs: int | None = None,
     progress: ProgressFn | None = None,
+    listed_check: Callable[[Kind, list[str]], None] | None = None,
+    hashed: Hashed | None = None,
 ) -> Scan:
-    """Scan the data at project-relative ``rel`` (a file or a folder) under ``root``."""
+    """Scan the data at project-relative ``rel`` (a file or a folder) under ``root``.
+    ``listed_check(kind, names)`` may refuse the files found before any is hashed;
+    ``hashed(name, path, sha256, size)`` runs on the hashing thread for each file hashed."""
     target = root / rel
     seen_ns = time.time_ns()
     st = os.stat(target)
@@ -108,12 +114,14 @@ def scan(
         kind, listed = "file", [(target.name, st)]
     else:
         raise InvalidInputError(f"{target} is neither a file nor a folder")
+    if listed_check is not None:
+        listed_check(kind, [name for name, _ in listed])
     known = stats.load(rel)
     rows = known.rows
     hashes, todo, size = _match_rows(listed, rows)
     if todo:
         base = target if kind == "dir" else target.parent
-        _hash(base, listed, hashes, todo, rows, cache, jobs, progress)
+        _hash(base, listed, hashes, todo, rows, cache, jobs, progress, hashed)
     found = Scan(kind, "", size, listed, hashes, len(todo))
     unchanged = not todo and len(rows) == len(listed)
     if kind == "file":
@@ -162,10 +170,17 @@ def _hash(
     cache: DataCache | None,
     jobs: int | None,
     progress: ProgressFn | None,
+    hashed: Hashed | None,
 ) -> None:
     sizes = [listed[i][1].st_size for i in todo]
+    paths = [base / listed[i][0] for i in todo]
     advance = counter(sum(sizes), progress)
-    results = hash_files([base / listed[i][0] for i in todo], sizes, jobs=jobs, progress=advance)
+
+    def then(j: int, sha: str, size: int) -> None:
+        if hashed is not None:
+            hashed(listed[todo[j]][0], paths[j], sha, size)
+
+    results = hash_files(paths, sizes, jobs=jobs, progress=advance, then=then)
     for i, (sha, _) in zip(todo, results, strict=True):
         name, st = listed[i]
         if cache is not None:

@@ -15,8 +15,10 @@ the workspace has its own bytes and no edit can reach the cache.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +32,7 @@ from keel.data.paths import (
 )
 from keel.data.pointer import Kind, Pointer, find_pointers, read_pointer, write_pointer
 from keel.data.statcache import StatCache, stat_cache_for, stat_key
-from keel.data.tree import ProgressFn, Scan, scan
+from keel.data.tree import ProgressFn, Scan, list_files, scan
 from keel.errors import InvalidInputError, StoreError
 
 if TYPE_CHECKING:
@@ -87,16 +89,33 @@ def add(
         raise InvalidInputError(f"a path is given twice in {[str(p) for p in paths]}")
     for rel in rels:
         check_not_nested(root, rel)
+    if len(rels) > 1:  # every folder checked before the first path's files reach the cache
+        for rel in rels:
+            if (root / rel).is_dir():
+                check_no_pointers_inside(rel, (name for name, _ in list_files(root / rel)))
     cache = cache_for(project)
     with stat_cache_for(project.keel_dir) as stats:
-        scans = [scan(root, rel, stats, cache=cache, jobs=jobs, progress=progress) for rel in rels]
-        for rel, found in zip(rels, scans, strict=True):
-            if found.kind == "dir":
-                check_no_pointers_inside(rel, (name for name, _ in found.listed))
+        scans, early = [], []
+        for rel in rels:
+            # Each file is copied into the cache as soon as it is hashed (one pass while its
+            # bytes are fresh, copies overlapping the hashing); _store checks and completes.
+            # A folder holding pointer files is refused before anything is hashed or stored.
+            early.append(_EarlyStore(cache))
+            found = scan(
+                root,
+                rel,
+                stats,
+                cache=cache,
+                jobs=jobs,
+                progress=progress,
+                listed_check=partial(_no_pointers_inside, rel),
+                hashed=early[-1],
+            )
+            scans.append(found)
         # Every object is stored before any pointer is written: a failure leaves no pointer
         # naming data the cache does not hold.
-        for rel, found in zip(rels, scans, strict=True):
-            _store(cache, root, rel, found, stats, jobs)
+        for rel, found, stored in zip(rels, scans, early, strict=True):
+            _store(cache, root, rel, found, stats, jobs, stored.objects)
     pointers = [
         Pointer(rel, s.sha256, s.size, s.files, s.kind) for rel, s in zip(rels, scans, strict=True)
     ]
@@ -106,10 +125,45 @@ def add(
     return pointers
 
 
+def _no_pointers_inside(rel: str, kind: Kind, names: list[str]) -> None:
+    if kind == "dir":
+        check_no_pointers_inside(rel, names)
+
+
+class _EarlyStore:
+    """Copies each file into the cache as it is hashed (on the hashing threads), once per
+    object; remembers what it stored for _store's checks."""
+
+    def __init__(self, cache: DataCache) -> None:
+        self.cache = cache
+        self.objects: dict[str, tuple[str, os.stat_result]] = {}  # name -> (sha, object stat)
+        self._claimed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, path: Path, sha: str, size: int) -> None:
+        with self._lock:
+            if sha in self._claimed:
+                return
+            self._claimed.add(sha)
+        stored = self.cache.add_file(path, sha, size)
+        if stored is not None:
+            with self._lock:
+                self.objects[name] = (sha, stored)
+
+
 def _store(
-    cache: DataCache, root: Path, rel: str, found: Scan, stats: StatCache, jobs: int | None
+    cache: DataCache,
+    root: Path,
+    rel: str,
+    found: Scan,
+    stats: StatCache,
+    jobs: int | None,
+    early: Mapping[str, tuple[str, os.stat_result]],
 ) -> None:
     base = root / rel if found.kind == "dir" else (root / rel).parent
+    for name, (sha, _) in early.items():
+        _unchanged_since_scan(base / name, found.stats[name], sha, cache, rel)
+    stats.record_objects(early.values(), trusted=True)
     lacking = missing_objects(cache, stats, found.sha256, lambda: {found.sha256, *found.hashes})
     if not lacking:
         return
@@ -126,12 +180,7 @@ def _store(
         stored = cache.add_file(source, sha, size)
         if stored is None:
             return None
-        if stat_key(os.stat(source)) != stat_key(found.stats[entry_name]):
-            cache.remove(sha)
-            raise StoreError(
-                f"{source} changed while it was being added; run `keel data add {rel}` again "
-                "once nothing is writing to it"
-            )
+        _unchanged_since_scan(source, found.stats[entry_name], sha, cache, rel)
         return sha, stored
 
     if len(todo) > 1:
@@ -146,6 +195,19 @@ def _store(
         cache.add_bytes(found.manifest)
     # Trusted: each object was just copied from a file hashed unchanged before and after.
     stats.record_objects((item for item in done if item is not None), trusted=True)
+
+
+def _unchanged_since_scan(
+    source: Path, scanned: os.stat_result, sha: str, cache: DataCache, rel: str
+) -> None:
+    """Refuse (and drop the object) when ``source`` changed after it was hashed: the object
+    may not hold the bytes its name says."""
+    if stat_key(os.stat(source)) != stat_key(scanned):
+        cache.remove(sha)
+        raise StoreError(
+            f"{source} changed while it was being added; run `keel data add {rel}` again "
+            "once nothing is writing to it"
+        )
 
 
 @dataclass(frozen=True)
