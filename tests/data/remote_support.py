@@ -13,7 +13,9 @@ import pytest
 from keel.data.cache import DataCache
 from keel.data.remote import Backend, Remote
 
-REMOTE_KINDS = ["local", "s3", "s3-botocore"]
+# "fsspec": the generic backend (gs://, az://, ... take that path) on fsspec's in-memory
+# filesystem, so it runs for real here too.
+REMOTE_KINDS = ["local", "s3", "s3-botocore", "fsspec"]
 
 
 def new_cache(root: Path) -> DataCache:
@@ -51,6 +53,10 @@ def botocore_only(monkeypatch: pytest.MonkeyPatch) -> None:
 def make_remote(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
     if kind == "local":
         return Remote("shared", str(tmp_path / "remote"), {}, jobs=8)
+    if kind == "fsspec":
+        import uuid
+
+        return Remote("memory", f"memory://keel-{uuid.uuid4().hex}/data", {}, jobs=8)
     server = request.getfixturevalue("s3_server")
     bucket = request.getfixturevalue("s3_bucket")
     if kind == "s3-botocore":

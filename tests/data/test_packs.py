@@ -95,7 +95,7 @@ def test_a_damaged_index_is_one_clear_error() -> None:
 
 @pytest.fixture(params=REMOTE_KINDS)
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
-    if request.param != "local":
+    if request.param.startswith("s3"):
         request.applymarker(pytest.mark.s3)
     return make_remote(request.param, request, tmp_path)
 

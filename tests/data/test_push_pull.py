@@ -37,7 +37,7 @@ SIZES = [0, 1, 100, 40_000, *([4096] * 20), 1 << 20, (1 << 20) + 1, 3 << 20]
 
 @pytest.fixture(params=REMOTE_KINDS)
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
-    if request.param != "local":
+    if request.param.startswith("s3"):
         request.applymarker(pytest.mark.s3)
     return make_remote(request.param, request, tmp_path)
 

@@ -207,8 +207,9 @@ class LocalBackend(_Threaded):
 
 
 class FsspecBackend(_Threaded):
-    """Any other fsspec URL (gs://, az://, ...). Not tested here; uploads to the object
-    stores in ATOMIC_PUT go straight to their name, others through a temporary name."""
+    """Any other fsspec URL (gs://, az://, ...; the tests run it on fsspec's in-memory
+    filesystem). Uploads to the object stores in ATOMIC_PUT go straight to their name,
+    others through a temporary name."""
 
     def __init__(self, remote: Remote) -> None:
         super().__init__(remote)

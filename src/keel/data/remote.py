@@ -14,9 +14,10 @@ written once and never changes; small objects are stored in packs under ``<url>/
 Supported and tested: local folders (relative paths resolve against the project root) and S3
 or S3-compatible endpoints (SeaweedFS, MinIO, ...; options are s3fs's: key, secret,
 endpoint_url, client_kwargs, ...). Any other fsspec URL — ``gs://`` with gcsfs, ``az://`` with
-adlfs — goes through fsspec's generic API; those have no tests here, and their uploads are
-verified by size only (object-store uploads there are atomic, so a partial object never
-appears). See keel.data.transfer for what "verified" means on each kind of remote.
+adlfs — goes through fsspec's generic API (tested on fsspec's in-memory filesystem; GCS and
+Azure themselves are not reachable from the tests), and their uploads are verified by size only
+(object-store uploads there are atomic, so a partial object never appears). See
+keel.data.transfer for what "verified" means on each kind of remote.
 """
 
 from __future__ import annotations
