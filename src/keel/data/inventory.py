@@ -153,12 +153,13 @@ async def find_missing(
 ) -> set[str]:
     """The objects of ``wanted`` the remote lacks; ``packed`` (sha256 -> size) are those its
     packs hold, the rest are looked up loose."""
-    present = {sha: packed[sha] for sha in wanted if sha in packed}
-    if sizes:
-        present = {sha: size for sha, size in present.items() if sizes.get(sha, size) == size}
-    wanted = wanted - present.keys()
+    in_packs = {
+        sha for sha in wanted if sha in packed and sizes.get(sha, packed[sha]) == packed[sha]
+    }
+    wanted = wanted - in_packs
     if not wanted:
         return set()
+    present: dict[str, int] = {}
     if len(wanted) <= HEAD_LIMIT:
         ordered = sorted(wanted)
         found = await gather_limited([backend.stat(sha) for sha in ordered], jobs)
@@ -167,7 +168,6 @@ async def find_missing(
         # A small remote answers in a few pages; otherwise list only the prefixes holding
         # wanted objects, in parallel.
         small = await backend.list_small()
-        present = {}
         if small is not None:
             present = small
         else:

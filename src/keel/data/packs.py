@@ -213,16 +213,17 @@ def spans(wanted: Iterable[str], packs: Mapping[str, PackIndex]) -> tuple[list[S
     """The ranged reads that fetch the packed objects among ``wanted``, and the wanted
     objects no pack holds. Objects less than READ_GAP apart share a read of at most
     READ_BYTES."""
+    holder: dict[str, str] = {}  # sha256 -> the first pack, in sorted order, that holds it
+    for pack in sorted(packs, reverse=True):
+        holder.update(dict.fromkeys(packs[pack].objects, pack))
     where: dict[str, list[tuple[str, int, int]]] = {}
     loose: set[str] = set()
     for sha in set(wanted):
-        for pack in sorted(packs):  # any pack that has it; sorted, so the choice is stable
-            found = packs[pack].objects.get(sha)
-            if found is not None:
-                where.setdefault(pack, []).append((sha, *found))
-                break
-        else:
+        holding = holder.get(sha)
+        if holding is None:
             loose.add(sha)
+        else:
+            where.setdefault(holding, []).append((sha, *packs[holding].objects[sha]))
     reads: list[Span] = []
     for pack, members in sorted(where.items()):
         members.sort(key=lambda member: member[1])
