@@ -90,6 +90,28 @@ def list_files(folder: Path) -> list[tuple[str, os.stat_result]]:
     return found
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What is at a tracked path: its ``kind``, its files (name, stat) and when the listing
+    began (``seen_ns``: files modified after it are too fresh to remember as hashed)."""
+
+    kind: Kind
+    files: list[tuple[str, os.stat_result]]
+    seen_ns: int
+
+
+def list_path(root: Path, rel: str) -> Listing:
+    """The files of the data at project-relative ``rel`` (a file or a folder)."""
+    target = root / rel
+    seen_ns = time.time_ns()
+    st = os.stat(target)
+    if stat.S_ISDIR(st.st_mode):
+        return Listing("dir", list_files(target), seen_ns)
+    if stat.S_ISREG(st.st_mode):
+        return Listing("file", [(target.name, st)], seen_ns)
+    raise InvalidInputError(f"{target} is neither a file nor a folder")
+
+
 def scan(
     root: Path,
     rel: str,
@@ -98,24 +120,15 @@ def scan(
     cache: DataCache | None = None,
     jobs: int | None = None,
     progress: ProgressFn | None = None,
-    listed_check: Callable[[Kind, list[str]], None] | None = None,
+    listing: Listing | None = None,
     hashed: Hashed | None = None,
 ) -> Scan:
-    """Scan the data at project-relative ``rel`` (a file or a folder) under ``root``.
-    ``listed_check(kind, names)`` may refuse the files found before any is hashed;
-    ``hashed(name, path, sha256, size)`` runs on the hashing thread for each file hashed."""
+    """Scan the data at project-relative ``rel`` (a file or a folder) under ``root``, from
+    ``listing`` when the caller listed it already. ``hashed(name, path, sha256, size)`` runs
+    on the hashing thread for each file hashed."""
     target = root / rel
-    seen_ns = time.time_ns()
-    st = os.stat(target)
-    kind: Kind
-    if stat.S_ISDIR(st.st_mode):
-        kind, listed = "dir", list_files(target)
-    elif stat.S_ISREG(st.st_mode):
-        kind, listed = "file", [(target.name, st)]
-    else:
-        raise InvalidInputError(f"{target} is neither a file nor a folder")
-    if listed_check is not None:
-        listed_check(kind, [name for name, _ in listed])
+    listing = listing or list_path(root, rel)
+    kind, listed, seen_ns = listing.kind, listing.files, listing.seen_ns
     known = stats.load(rel)
     rows = known.rows
     hashes, todo, size = _match_rows(listed, rows)

@@ -18,7 +18,6 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,7 @@ from keel.data.paths import (
 )
 from keel.data.pointer import Kind, Pointer, find_pointers, read_pointer, write_pointer
 from keel.data.statcache import StatCache, stat_cache_for, stat_key
-from keel.data.tree import ProgressFn, Scan, list_files, scan
+from keel.data.tree import ProgressFn, Scan, list_path, scan
 from keel.errors import InvalidInputError, StoreError
 
 if TYPE_CHECKING:
@@ -89,29 +88,29 @@ def add(
         raise InvalidInputError(f"a path is given twice in {[str(p) for p in paths]}")
     for rel in rels:
         check_not_nested(root, rel)
-    if len(rels) > 1:  # every folder checked before the first path's files reach the cache
-        for rel in rels:
-            if (root / rel).is_dir():
-                check_no_pointers_inside(rel, (name for name, _ in list_files(root / rel)))
+    # Every path is listed and checked before the first file is hashed (and stored).
+    listings = [list_path(root, rel) for rel in rels]
+    for rel, listing in zip(rels, listings, strict=True):
+        if listing.kind == "dir":
+            check_no_pointers_inside(rel, (name for name, _ in listing.files))
     cache = cache_for(project)
     with stat_cache_for(project.keel_dir) as stats:
-        scans, early = [], []
-        for rel in rels:
-            # Each file is copied into the cache as soon as it is hashed (one pass while its
-            # bytes are fresh, copies overlapping the hashing); _store checks and completes.
-            # A folder holding pointer files is refused before anything is hashed or stored.
-            early.append(_EarlyStore(cache))
-            found = scan(
+        # Each file is copied into the cache as soon as it is hashed (one pass while its
+        # bytes are fresh, the copies overlapping the hashing); _store checks and completes.
+        early = [_EarlyStore(cache) for _ in rels]
+        scans = [
+            scan(
                 root,
                 rel,
                 stats,
                 cache=cache,
                 jobs=jobs,
                 progress=progress,
-                listed_check=partial(_no_pointers_inside, rel),
-                hashed=early[-1],
+                listing=listing,
+                hashed=store,
             )
-            scans.append(found)
+            for rel, listing, store in zip(rels, listings, early, strict=True)
+        ]
         # Every object is stored before any pointer is written: a failure leaves no pointer
         # naming data the cache does not hold.
         for rel, found, stored in zip(rels, scans, early, strict=True):
@@ -123,11 +122,6 @@ def add(
         write_pointer(pointer, root)
         ignore_in_git(root, pointer.path)
     return pointers
-
-
-def _no_pointers_inside(rel: str, kind: Kind, names: list[str]) -> None:
-    if kind == "dir":
-        check_no_pointers_inside(rel, names)
 
 
 class _EarlyStore:
