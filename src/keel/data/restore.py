@@ -314,22 +314,23 @@ class _EarlyWrites:
         self, root: Path, cache: DataCache, plans: list[_Plan], pool: ThreadPoolExecutor
     ) -> None:
         self.root, self.cache, self.pool = root, cache, pool
-        self.waiting: dict[str, list[tuple[int, str]]] = {}
-        self.futures: dict[int, list[Future[_Written]]] = {id(plan): [] for plan in plans}
+        # sha256 -> (tracked path, file) still waiting for the object; futures by tracked path
+        self.waiting: dict[str, list[tuple[str, str]]] = {}
+        self.futures: dict[str, list[Future[_Written]]] = {p.pointer.path: [] for p in plans}
         self._lock = threading.Lock()
         for plan in plans:
             if plan.pointer.kind == "dir":  # an empty folder has no file to create it
                 (root / plan.pointer.path).mkdir(parents=True, exist_ok=True)
             for rel, sha, _ in plan.writes:
-                self.waiting.setdefault(sha, []).append((id(plan), rel))
+                self.waiting.setdefault(sha, []).append((plan.pointer.path, rel))
 
     def ready(self, sha: str) -> None:
         """Object ``sha`` is in the cache, verified (called from transfer threads)."""
         with self._lock:
             files = self.waiting.pop(sha, [])
-            for plan, rel in files:
+            for tracked, rel in files:
                 future = self.pool.submit(_write, self.cache, self.root, rel, sha)
-                self.futures[plan].append(future)
+                self.futures[tracked].append(future)
 
     def submit_rest(self) -> None:
         """Write the files whose objects were already in the cache (verified since)."""
@@ -337,7 +338,7 @@ class _EarlyWrites:
             self.ready(sha)
 
     def results(self, plan: _Plan) -> list[_Written]:
-        return [future.result() for future in self.futures[id(plan)]]
+        return [future.result() for future in self.futures[plan.pointer.path]]
 
 
 def _apply(root: Path, cache: DataCache, plan: _Plan, pool: ThreadPoolExecutor) -> list[_Written]:
