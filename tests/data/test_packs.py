@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import keel.data.packs as packs
-from keel.data.inventory import contents
+from keel.data.inventory import contents, delete_objects
 from keel.data.packs import PackIndex
 from keel.data.remote import Remote
 from keel.errors import ArtifactCorruptedError, StoreError
@@ -186,6 +186,11 @@ def test_a_pack_without_its_index_is_invisible_and_a_rerun_sends_again(
     assert fresh.missing(objects) == set(objects)
     assert fresh.push(source, objects).transferred == len(objects)
     assert list(contents(fresh).packs) == [pack]  # the same objects make the same pack
+
+    # Deleting ignores what is absent (an index-less pack has no index to delete).
+    delete_blob(fresh, packs.index_name(pack))
+    delete_objects(fresh, [hashlib.sha256(b"never pushed").hexdigest()], whole_packs=[pack])
+    assert contents(fresh).objects() == {}
 
 
 def packs_bytes(remote: Remote, pack: str) -> bytes:

@@ -7,6 +7,7 @@ the transfer loop in keel.data.transfer drives them like the asynchronous S3 bac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -299,8 +300,7 @@ class FsspecBackend(_Threaded):
         return dest.stat().st_size
 
     async def delete(self, hashes: list[str]) -> None:
-        if hashes:
-            await self._call(self._fs.rm, [self._path(sha) for sha in hashes])
+        await self._call(self._remove, [self._path(sha) for sha in hashes])
 
     async def put_blob(self, name: str, data: bytes, sha256: str) -> None:
         await self._call(self._put_blob, f"{self._base}/{name}", data)
@@ -344,5 +344,16 @@ class FsspecBackend(_Threaded):
         return found
 
     async def delete_blobs(self, names: list[str]) -> None:
-        if names:
-            await self._call(self._fs.rm, [f"{self._base}/{name}" for name in names])
+        await self._call(self._remove, [f"{self._base}/{name}" for name in names])
+
+    def _remove(self, paths: list[str]) -> None:
+        """Delete ``paths`` (in one bulk call where the store has one), absent ones ignored:
+        some filesystems' rm raises for them, then each is deleted on its own."""
+        if not paths:
+            return
+        try:
+            self._fs.rm(paths)
+        except FileNotFoundError:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    self._fs.rm_file(path)
