@@ -3,6 +3,8 @@ lineage needs — DVC #3476 deleted data a model still needed — and deletes th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from keel.data.cache import DataCache, cache_for
 from keel.data.gc import gc
 from keel.data.manifest import parse_manifest
 from keel.data.pointer import read_pointer
+from keel.data.remote import Remote
 from keel.data.restore import checkout
 from keel.data.workspace import add
 from keel.errors import StateError
@@ -179,15 +182,12 @@ def test_a_folder_pointer_whose_manifest_is_nowhere_stops_gc(
     assert history.orphan in set(cache.objects())
 
 
-@pytest.mark.parametrize("kind", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.mark.parametrize("kind", ["local", pytest.param("s3", marks=pytest.mark.s3), "fsspec"])
 def test_gc_on_a_remote_deletes_only_unreferenced_objects(
     kind: str, sqlite_project: Project, sqlite_history: History, request: pytest.FixtureRequest
 ) -> None:
     history = sqlite_history
-    remote = make_remote(kind, request, sqlite_project.root.parent)
-    data = {"remotes": {"shared": {"url": remote.url, "options": dict(remote.options)}}}
-    project = Project(sqlite_project.root, overrides={"data": data}, environ={})
-    try:
+    with _shared_remote(kind, request, sqlite_project) as (remote, project):
         cache = cache_for(project)
         everything = set(cache.objects())
         remote.push(cache, everything)
@@ -200,6 +200,18 @@ def test_gc_on_a_remote_deletes_only_unreferenced_objects(
         gc(project, remote="shared", dry_run=False)
         assert remote.missing(everything) == doomed
         assert set(cache.objects()) == everything - doomed
+
+
+@contextmanager
+def _shared_remote(
+    kind: str, request: pytest.FixtureRequest, sqlite_project: Project
+) -> Iterator[tuple[Remote, Project]]:
+    """A remote of ``kind``, and the project with it configured as remote 'shared'."""
+    remote = make_remote(kind, request, sqlite_project.root.parent)
+    data = {"remotes": {"shared": {"url": remote.url, "options": dict(remote.options)}}}
+    project = Project(sqlite_project.root, overrides={"data": data}, environ={})
+    try:
+        yield remote, project
     finally:
         project.close()
 
@@ -208,7 +220,7 @@ def _is_manifest(project: Project, sha: str) -> bool:
     return cache_for(project).read_bytes(sha)[:1] == b"["
 
 
-@pytest.mark.parametrize("kind", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.mark.parametrize("kind", ["local", pytest.param("s3", marks=pytest.mark.s3), "fsspec"])
 def test_gc_deletes_a_remote_pack_only_when_nothing_in_it_is_referenced(
     kind: str,
     sqlite_project: Project,
@@ -221,10 +233,7 @@ def test_gc_deletes_a_remote_pack_only_when_nothing_in_it_is_referenced(
 
     monkeypatch.setattr(keel.data.packs, "PACK_MIN_OBJECTS", 1)  # even a few objects pack
     history = sqlite_history
-    remote = make_remote(kind, request, sqlite_project.root.parent)
-    data = {"remotes": {"shared": {"url": remote.url, "options": dict(remote.options)}}}
-    project = Project(sqlite_project.root, overrides={"data": data}, environ={})
-    try:
+    with _shared_remote(kind, request, sqlite_project) as (remote, project):
         cache = cache_for(project)
         stray = cache.add_bytes(b"unreferenced, packed beside referenced objects")
         everything = set(cache.objects())
@@ -246,12 +255,10 @@ def test_gc_deletes_a_remote_pack_only_when_nothing_in_it_is_referenced(
         assert remote.missing(everything) == doomed
         fresh = DataCache(sqlite_project.root.parent / "fresh", ["copy"])
         assert remote.pull(fresh, everything - doomed).transferred == len(everything - doomed)
-    finally:
-        project.close()
 
 
 def test_gc_removes_packs_an_interrupted_push_left_once_they_are_a_day_old(
-    sqlite_project: Project, sqlite_history: History, tmp_path: Path
+    sqlite_project: Project, sqlite_history: History, request: pytest.FixtureRequest
 ) -> None:
     """A pack whose index never arrived holds nothing anyone can see; gc deletes it once it
     is older than a day (a younger one may be a push still running)."""
@@ -260,13 +267,9 @@ def test_gc_removes_packs_an_interrupted_push_left_once_they_are_a_day_old(
     import time
 
     from keel.data.inventory import contents
-    from keel.data.remote import Remote
 
-    folder = tmp_path / "remote"
-    remote = Remote("shared", str(folder), {}, jobs=2)
-    data = {"remotes": {"shared": {"url": str(folder)}}}
-    project = Project(sqlite_project.root, overrides={"data": data}, environ={})
-    try:
+    with _shared_remote("local", request, sqlite_project) as (remote, project):
+        folder = Path(remote.url)
         (folder / "packs").mkdir(parents=True)
         blobs = {age: os.urandom(1000 + age) for age in (2, 30)}  # hours
         names = {age: hashlib.sha256(blob).hexdigest() for age, blob in blobs.items()}
@@ -282,5 +285,3 @@ def test_gc_removes_packs_an_interrupted_push_left_once_they_are_a_day_old(
         assert (folder / "packs" / names[30]).exists()
         gc(project, remote="shared", dry_run=False)
         assert set(contents(remote).unindexed) == {names[2]}
-    finally:
-        project.close()
