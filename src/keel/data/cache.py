@@ -4,8 +4,9 @@ Objects live at ``<cache>/objects/ab/cdef...`` named by their sha256 — the sam
 remotes, so push and pull move files without renaming. Rules that keep the cache trustworthy:
 
 - An object appears under its real name whole or not at all: bytes go into an unnamed file
-  named only when complete (keel.data.links), or where that is not possible to ``<cache>/tmp/``
-  first, moved into place with ``os.replace`` (atomic on one filesystem).
+  named only when complete (keel.data.links; large files added are written so with direct
+  I/O as they are hashed, keel.data.direct_io), or where that is not possible to
+  ``<cache>/tmp/`` first, moved into place with ``os.replace`` (atomic on one filesystem).
 - Objects are made read-only (mode 0444) once stored.
 - Workspace files are made from objects by the first link type in ``links`` that works
   (keel.data.links).
@@ -29,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keel.core.hashing import sha256_bytes, sha256_file
-from keel.data.links import Linker, write_all
+from keel.data.direct_io import DirectWriter
+from keel.data.links import Linker, changed_while_added, write_all
 from keel.data.manifest import is_sha256
 from keel.errors import ArtifactCorruptedError, InvalidInputError, NotFoundError, StoreError
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 RACY_NS = 100_000_000  # a folder changed this recently may change again within its mtime tick
 LIST_THRESHOLD = 512  # from this many hashes, `present` lists folders instead of stat'ing
+DIRECT_BYTES = 16 << 20  # files this large are written into the cache with direct I/O
 
 
 class DataCache:
@@ -146,16 +149,24 @@ class DataCache:
         target = self.path_of(sha256)
         if target.is_file():
             return None
+        # An unnamed file in the object's own folder: threads storing many files at once do
+        # not all wait on one temporary folder's lock.
+        self._ensure_dir(target.parent)
+        try:
+            stored = self.linker.store_unnamed(src, target, size)
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot store {src} in the data cache {self.root}: {exc}") from exc
+        if stored is not None:
+            return stored
         temp = self.new_temp(sha256)
         try:
             how, st = self.linker.materialize(
                 src, temp, 0o444, prefer_link="hardlink" in self.links
             )
             if st.st_size != size:
-                raise StoreError(
-                    f"{src} changed while it was being added ({st.st_size} bytes, hashed "
-                    f"{size}); run `keel data add` again once it is no longer being written"
-                )
+                raise changed_while_added(src, st.st_size, size)
             self._ensure_dir(target.parent)
             os.replace(temp, target)
         except BaseException as exc:
@@ -169,6 +180,31 @@ class DataCache:
             os.chmod(target, 0o444)  # the shared inode: also makes the workspace file read-only
             st = os.stat(target)
         return st
+
+    def direct_writer(self, src: Path, size: int) -> DirectWriter | None:
+        """Somewhere to write a large file's bytes as they are hashed (keel.data.direct_io),
+        then `publish`; None where the file is small, or the cache would not copy it (a hard
+        link or a reflink configured and working), or direct I/O is unavailable."""
+        if size < DIRECT_BYTES or "hardlink" in self.links:
+            return None
+        folder = self.root / "tmp"
+        self._ensure_dir(folder)
+        if not self.linker.copies(src, folder):
+            return None
+        return DirectWriter.open(folder)
+
+    def publish(self, writer: DirectWriter, sha256: str) -> os.stat_result | None:
+        """Name what ``writer`` holds (bytes that hashed to ``sha256``) as that object; its
+        stat, or None when the object was already there."""
+        target = self.path_of(sha256)
+        if target.is_file():
+            writer.discard()
+            return None
+        self._ensure_dir(target.parent)
+        try:
+            return writer.publish(target)
+        except OSError as exc:
+            raise StoreError(f"cannot store {sha256} in the data cache {self.root}: {exc}") from exc
 
     def add_bytes(self, data: bytes) -> str:
         """Store ``data`` (e.g. a manifest) as an object; returns its sha256."""

@@ -2,7 +2,8 @@
 
 hashlib releases the GIL while it digests, so threads hash files on every core at once. Large
 files are one task each, read in 1 MiB chunks; small files are batched so ten thousand 40 KB
-files do not cost ten thousand task hand-offs.
+files do not cost ten thousand task hand-offs. A file can also be read into the buffers of a
+`Sink` (keel.data.direct_io), which writes each block elsewhere as soon as it is hashed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 CHUNK = 1 << 20
 BATCH_BYTES = 8 << 20  # small files are grouped into tasks of about this many bytes
@@ -20,12 +22,32 @@ Progress = Callable[[int], None]
 """Called with the number of bytes just hashed (from worker threads)."""
 
 
-def hash_file(path: Path, progress: Progress | None = None) -> tuple[str, int]:
-    """sha256 and size of one file, read in 1 MiB chunks.
+class Sink(Protocol):
+    """Takes a file's bytes as they are hashed: hands out the buffer to read the next block
+    into, is told how much was read, and is dropped if hashing fails."""
+
+    def next_buffer(self) -> memoryview: ...
+
+    def wrote(self, n: int) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+def hash_file(
+    path: Path, progress: Progress | None = None, sink: Sink | None = None
+) -> tuple[str, int]:
+    """sha256 and size of one file, read in 1 MiB chunks (or into ``sink``'s buffers, each
+    block handed to it once hashed).
 
     >>> hash_file(Path("data/train.csv"))                    # doctest: +SKIP
     ('9f2c...', 1048576)
     """
+    if sink is not None:
+        try:
+            return _hash_into(path, progress, sink)
+        except BaseException:
+            sink.discard()
+            raise
     digest = hashlib.sha256()
     size = 0
     buffer = bytearray(CHUNK)
@@ -37,6 +59,22 @@ def hash_file(path: Path, progress: Progress | None = None) -> tuple[str, int]:
             if progress is not None:
                 progress(n)
     return digest.hexdigest(), size
+
+
+def _hash_into(path: Path, progress: Progress | None, sink: Sink) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            view = sink.next_buffer()
+            n = f.readinto(view)
+            if not n:
+                return digest.hexdigest(), size
+            digest.update(view[:n])
+            sink.wrote(n)
+            size += n
+            if progress is not None:
+                progress(n)
 
 
 def _hash_small(path: Path) -> tuple[str, int]:
@@ -53,11 +91,13 @@ def hash_files(
     jobs: int | None = None,
     progress: Progress | None = None,
     then: Callable[[int, str, int], None] | None = None,
+    sink_for: Callable[[int], Sink | None] | None = None,
 ) -> list[tuple[str, int]]:
     """(sha256, size) of each file in ``paths``, in order, hashed by ``jobs`` threads
     (default: one per CPU). ``sizes`` (from a stat already made) helps batch small files;
     ``then(index, sha256, size)`` runs on the hashing thread as each file is done (while its
-    bytes are fresh in the page cache).
+    bytes are fresh in the page cache). ``sink_for(index)`` may give a file of at least
+    1 MiB a `Sink` for its bytes (`then` finishes it).
 
     >>> hash_files([Path("a.bin"), Path("b.bin")], jobs=2)  # doctest: +SKIP
     [('9f2c...', 10), ('1b4e...', 20)]
@@ -75,7 +115,8 @@ def hash_files(
                 if progress is not None:
                     progress(results[i][1])
             else:
-                results[i] = hash_file(paths[i], progress)
+                sink = sink_for(i) if sink_for is not None else None
+                results[i] = hash_file(paths[i], progress, sink)
             if then is not None:
                 then(i, *results[i])
 

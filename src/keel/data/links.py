@@ -71,6 +71,25 @@ class Linker:
         except FileExistsError:
             return None
 
+    def store_unnamed(self, src: Path, target: Path, size: int) -> os.stat_result | None:
+        """``target`` as a read-only unnamed clone or copy of ``src``, named once complete and
+        only if it holds ``size`` bytes; its stat, or None to take the temporary-name path (no
+        O_TMPFILE here, or a hard link configured first). FileExistsError when ``target``
+        appeared meanwhile."""
+        if self.links[0] == "hardlink":
+            return None
+        stats: list[os.stat_result] = []
+
+        def fill(fd: int) -> str | None:
+            with open(src, "rb", buffering=0) as source:
+                made = self._fill_unnamed(source.fileno(), fd)
+            stats.append(os.fstat(fd))
+            if stats[0].st_size != size:
+                raise changed_while_added(src, stats[0].st_size, size)
+            return made
+
+        return stats[0] if self._unnamed(target, 0o444, fill) is not None else None
+
     def _unnamed(self, target: Path, mode: int, fill: Callable[[int], str | None]) -> str | None:
         """Make ``target`` from an unnamed file (O_TMPFILE) in its folder that ``fill``
         writes, named (linkat) only once complete; what ``fill`` returned, or None when
@@ -112,6 +131,32 @@ class Linker:
                 return how
             return None
         return None
+
+    def copies(self, src: Path, folder: Path) -> bool:
+        """Whether a file made in ``folder`` from ``src`` would be a copy of its bytes (not a
+        hard link, not a reflink). Whether reflinks work here is learned, if not yet known, by
+        cloning ``src`` into an unnamed file that is then dropped."""
+        for how in self.links:
+            if how == "hardlink":
+                return False
+            if how == "copy":
+                return True
+            if self._reflink_works is None:
+                self._probe_reflink(src, folder)
+            if self._reflink_works is not False:
+                return False
+        return False
+
+    def _probe_reflink(self, src: Path, folder: Path) -> None:
+        try:
+            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o444)
+        except (AttributeError, OSError):
+            return  # unknown still: the caller keeps to the usual path
+        try:
+            with open(src, "rb", buffering=0) as source:
+                self._clone_fd(source.fileno(), fd)
+        finally:
+            os.close(fd)
 
     def _clone_fd(self, src: int, dest: int) -> bool:
         import fcntl
@@ -168,6 +213,13 @@ class Linker:
             if not cloned:
                 dest.unlink(missing_ok=True)
         return cloned
+
+
+def changed_while_added(src: Path, now: int, hashed: int) -> StoreError:
+    return StoreError(
+        f"{src} changed while it was being added ({now} bytes, hashed {hashed}); run "
+        "`keel data add` again once it is no longer being written"
+    )
 
 
 def name_unnamed(fd: int, target: Path) -> None:

@@ -16,19 +16,29 @@ from dataclasses import dataclass
 from functools import cached_property
 from operator import itemgetter
 from pathlib import Path
+from typing import Protocol
 
 from keel.core.hashing import sha256_bytes
 from keel.data.cache import DataCache
-from keel.data.hashing import hash_files
+from keel.data.hashing import Sink, hash_files
 from keel.data.manifest import Entry, build_manifest
 from keel.data.pointer import Kind
 from keel.data.statcache import RACY_NS, Row, StatCache, Tracked
 from keel.errors import InvalidInputError
 
 ProgressFn = Callable[[int, int], None]
-# Told of each file as it is hashed: (name within the scanned path, its path, sha256, size).
-Hashed = Callable[[str, Path, str, int], None]
 """Called with (bytes hashed so far, bytes to hash in all) while files are hashed."""
+
+
+class Hashed(Protocol):
+    """Told of each file as it is hashed, on the hashing thread: first `sink` (somewhere a
+    large file's bytes go as they are read, or None), then the call with (name within the
+    scanned path, its path, sha256, size)."""
+
+    def sink(self, name: str, path: Path, size: int, /) -> Sink | None: ...
+
+    def __call__(self, name: str, path: Path, sha256: str, size: int, /) -> None: ...
+
 
 TEMP_MARK = ".keel-tmp-"  # checkout writes `.NAME.keel-tmp-PID` before renaming into place
 
@@ -124,8 +134,7 @@ def scan(
     hashed: Hashed | None = None,
 ) -> Scan:
     """Scan the data at project-relative ``rel`` (a file or a folder) under ``root``, from
-    ``listing`` when the caller listed it already. ``hashed(name, path, sha256, size)`` runs
-    on the hashing thread for each file hashed."""
+    ``listing`` when the caller listed it already; ``hashed`` is told of each file hashed."""
     target = root / rel
     listing = listing or list_path(root, rel)
     kind, listed, seen_ns = listing.kind, listing.files, listing.seen_ns
@@ -193,7 +202,10 @@ def _hash(
         if hashed is not None:
             hashed(listed[todo[j]][0], paths[j], sha, size)
 
-    results = hash_files(paths, sizes, jobs=jobs, progress=advance, then=then)
+    def sink_for(j: int) -> Sink | None:
+        return hashed.sink(listed[todo[j]][0], paths[j], sizes[j]) if hashed else None
+
+    results = hash_files(paths, sizes, jobs=jobs, progress=advance, then=then, sink_for=sink_for)
     for i, (sha, _) in zip(todo, results, strict=True):
         name, st = listed[i]
         if cache is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.data.cache import DataCache, cache_for
+from keel.data.direct_io import DirectWriter
 from keel.data.manifest import Entry, parse_manifest
 from keel.data.paths import (
     check_no_pointers_inside,
@@ -126,20 +127,37 @@ def add(
 
 class _EarlyStore:
     """Copies each file into the cache as it is hashed (on the hashing threads), once per
-    object; remembers what it stored for _store's checks."""
+    object — large files while they are read for hashing (direct I/O, keel.data.direct_io);
+    remembers what it stored for _store's checks."""
 
     def __init__(self, cache: DataCache) -> None:
         self.cache = cache
         self.objects: dict[str, tuple[str, os.stat_result]] = {}  # name -> (sha, object stat)
         self._claimed: set[str] = set()
+        self._writers: dict[str, DirectWriter] = {}  # name -> its bytes, written as hashed
         self._lock = threading.Lock()
+
+    def sink(self, name: str, path: Path, size: int) -> DirectWriter | None:
+        """A large file is written into the cache as it is read for hashing."""
+        writer = self.cache.direct_writer(path, size)
+        if writer is not None:
+            with self._lock:
+                self._writers[name] = writer
+        return writer
 
     def __call__(self, name: str, path: Path, sha: str, size: int) -> None:
         with self._lock:
-            if sha in self._claimed:
-                return
+            writer = self._writers.pop(name, None)
+            claimed = sha in self._claimed
             self._claimed.add(sha)
-        stored = self.cache.add_file(path, sha, size)
+        if claimed:
+            if writer is not None:
+                writer.discard()
+            return
+        if writer is not None:
+            stored = self.cache.publish(writer, sha)
+        else:
+            stored = self.cache.add_file(path, sha, size)
         if stored is not None:
             with self._lock:
                 self.objects[name] = (sha, stored)
