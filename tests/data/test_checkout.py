@@ -308,3 +308,21 @@ def test_a_fresh_path_fills_while_objects_arrive_and_an_existing_one_waits(
     with pytest.raises(NotFoundError):
         checkout(project)
     assert (project.root / "data" / "train.csv").read_bytes() == train
+
+
+def test_a_full_disk_while_writing_the_workspace_is_one_clear_error(
+    repo: Project, two_commits: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from keel.data.cache import DataCache
+    from keel.errors import StoreError
+
+    first, _ = two_commits
+
+    def full(self: DataCache, sha256: str, dest: Path) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(DataCache, "link_to", full)
+    with pytest.raises(StoreError, match=r"cannot write .*data.* from the data cache: .*No space"):
+        checkout(repo, rev=first)

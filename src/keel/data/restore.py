@@ -27,7 +27,7 @@ from keel.data.paths import ignore_in_git, project_relative
 from keel.data.pointer import Pointer, find_pointers, read_pointer, write_pointer
 from keel.data.statcache import StatCache, stat_cache_for
 from keel.data.tree import ProgressFn, Scan, remember_written, scan
-from keel.errors import NotFoundError, StateError
+from keel.errors import NotFoundError, StateError, StoreError
 
 if TYPE_CHECKING:
     from keel.data.remote import Remote
@@ -302,8 +302,11 @@ _Written = tuple[str, os.stat_result, str, str]  # rel path, its stat, sha256, l
 
 
 def _write(cache: DataCache, root: Path, rel: str, sha: str) -> _Written:
-    how = cache.link_to(sha, root / rel)
-    return rel, os.stat(root / rel), sha, how
+    try:
+        how = cache.link_to(sha, root / rel)
+        return rel, os.stat(root / rel), sha, how
+    except OSError as exc:  # a full disk, a read-only folder: one clear error, no traceback
+        raise StoreError(f"cannot write {root / rel} from the data cache: {exc}") from exc
 
 
 class _EarlyWrites:
