@@ -248,10 +248,14 @@ def test_gc_deletes_a_remote_pack_only_when_nothing_in_it_is_referenced(
         assert {sha for sha, _ in dry.remote or []} == doomed
         assert (dry.packs, dry.kept_packed) == (1, 1)
 
+        kept = cache.pack_indexes
+        assert {p.name for p in kept.iterdir()} == {f"{p}.idx" for p in before.packs}
         gc(project, remote="shared", dry_run=False)
         after = contents(remote)
         assert set(after.packs) == {p for p, i in before.packs.items() if stray in i.objects}
         assert not after.unindexed
+        # the local copy of the deleted pack's index went with it
+        assert {p.name for p in kept.iterdir()} == {f"{p}.idx" for p in after.packs}
         assert remote.missing(everything) == doomed
         fresh = DataCache(sqlite_project.root.parent / "fresh", ["copy"])
         assert remote.pull(fresh, everything - doomed).transferred == len(everything - doomed)

@@ -131,6 +131,25 @@ def test_small_objects_travel_packed_and_come_back_byte_for_byte(
     assert {p.name for p in target.pack_indexes.iterdir()} == {f"{p}.idx" for p in held.packs}
 
 
+def test_a_damaged_local_copy_of_an_index_is_read_again_from_the_remote(
+    remote: Remote, tmp_path: Path
+) -> None:
+    source = new_cache(tmp_path / "a")
+    objects = fill(source, [1000] * 40)
+    remote.push(source, objects)
+    target = new_cache(tmp_path / "b")
+    remote.pull(target, objects)
+    [kept] = target.pack_indexes.iterdir()
+    good = kept.read_bytes()
+    kept.chmod(0o644)
+    kept.write_bytes(b"{not json")
+    lost = next(iter(objects))
+    target.remove(lost)
+    assert remote.pull(target, objects).transferred == 1
+    assert target.read_bytes(lost) == objects[lost]
+    assert kept.read_bytes() == good
+
+
 def test_a_pull_of_a_few_packed_objects_reads_only_their_ranges(
     remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

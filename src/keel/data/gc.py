@@ -285,9 +285,11 @@ def _delete(
 
     if target is not None and (garbage.loose or garbage.packs or garbage.unfinished):
         from keel.data.inventory import delete_objects
+        from keel.data.packs import forget_indexes
 
         packs = garbage.packs + [pack for pack, _ in garbage.unfinished]
         delete_objects(target, garbage.loose, whole_packs=packs)
+        forget_indexes(cache.pack_indexes, packs)
     for sha, _ in local:
         cache.remove(sha)
     with stat_cache_for(project.keel_dir) as stats:

@@ -166,7 +166,10 @@ async def load(
     async def one(sha: str) -> PackIndex:
         kept = keep_in / f"{sha}{INDEX_SUFFIX}" if keep_in is not None else None
         if kept is not None and kept.is_file():
-            return PackIndex.decode(sha, kept.read_bytes())
+            try:
+                return PackIndex.decode(sha, kept.read_bytes())
+            except StoreError:
+                kept.unlink(missing_ok=True)  # a damaged local copy: the remote's is read again
         data = await backend.get_blob(index_name(sha))
         index = PackIndex.decode(sha, data)
         if kept is not None:
@@ -187,6 +190,12 @@ def unindexed(
         for stem, info in stems.items()
         if is_sha256(stem) and f"{stem}{INDEX_SUFFIX}" not in stems
     }
+
+
+def forget_indexes(folder: Path, dead: Iterable[str]) -> None:
+    """Drop the kept indexes of packs deleted from a remote."""
+    for sha in dead:
+        (folder / f"{sha}{INDEX_SUFFIX}").unlink(missing_ok=True)
 
 
 def keep_index(folder: Path, index: PackIndex) -> None:
