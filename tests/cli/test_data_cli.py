@@ -120,15 +120,25 @@ def test_checkout_rev_and_hooks(cli: Project, capsys: pytest.CaptureFixture[str]
         (["data", "add", "nothing.csv"], 2, "does not exist"),
         (["data", "checkout", "--rev", "no-such-rev"], 2, "git revision 'no-such-rev' not found"),
         (["data", "status", "--remote", "nowhere"], 2, "data remote 'nowhere' is not configured"),
+        # the same mistake gets the same answer from every command
+        (["data", "push", "nope"], 3, "no pointer file for nope in the workspace"),
+        (["data", "push", "nope.keel"], 3, "no pointer file for nope in the workspace"),
+        (["data", "pull", "nope"], 3, "no pointer file for nope in the workspace"),
+        (["data", "checkout", "nope"], 3, "no pointer file for nope in the workspace"),
     ],
 )
 def test_errors_are_one_line(
     cli: Project,
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
     args: list[str],
     exit_code: int,
     message: str,
 ) -> None:
+    if args[1] in ("push", "pull"):  # a remote is configured: only the path is wrong
+        config = cli.root / "keel.yaml"
+        remote = f"  remote: shared\n  remotes:\n    shared: {{url: '{tmp_path / 'remote'}'}}"
+        config.write_text(config.read_text().replace("  remotes: {}", remote))
     code, _out, err = run(capsys, *args)
     assert code == exit_code
     assert err.startswith("error:")

@@ -16,12 +16,13 @@ values is refused with an error naming the file and the fix.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from keel.data.manifest import is_sha256
-from keel.errors import InvalidInputError
+from keel.errors import InvalidInputError, NotFoundError
 
 SUFFIX = ".keel"
 HEADER = "# keel data pointer: commit this file to git; the data lives in the keel cache/remote\n"
@@ -70,6 +71,14 @@ def data_path_for(pointer_path: Path) -> Path:
     if not pointer_path.name.endswith(SUFFIX) or pointer_path.name == SUFFIX:
         raise InvalidInputError(f"{pointer_path} is not a pointer file (expected NAME{SUFFIX})")
     return pointer_path.with_name(pointer_path.name[: -len(SUFFIX)])
+
+
+def untracked(paths: Iterable[str], where: str = "in the workspace") -> NotFoundError:
+    """The error for data paths that have no pointer file (the same for every command)."""
+    return NotFoundError(
+        f"no pointer file for {', '.join(sorted(paths))} {where}; `keel data status` lists "
+        "the tracked paths, `keel data add PATH` starts tracking one"
+    )
 
 
 def read_pointer(path: str | Path, root: str | Path | None = None) -> Pointer:

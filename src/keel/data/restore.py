@@ -24,7 +24,7 @@ from keel.data.cache import DataCache, cache_for
 from keel.data.hashing import hash_files
 from keel.data.manifest import parse_manifest
 from keel.data.paths import ignore_in_git, project_relative
-from keel.data.pointer import Pointer, find_pointers, read_pointer, write_pointer
+from keel.data.pointer import Pointer, find_pointers, read_pointer, untracked, write_pointer
 from keel.data.statcache import StatCache, stat_cache_for
 from keel.data.tree import ProgressFn, Scan, remember_written, scan
 from keel.errors import NotFoundError, StateError, StoreError
@@ -145,11 +145,7 @@ def _pointers(
     chosen = [p for p in pointers if p.path in wanted]
     unknown = wanted - {p.path for p in chosen}
     if unknown:
-        where = f"at {rev}" if rev else "in the workspace"
-        raise NotFoundError(
-            f"no pointer file for {', '.join(sorted(unknown))} {where}; "
-            "`keel data status` lists the tracked paths"
-        )
+        raise untracked(unknown, f"at {rev}" if rev else "in the workspace")
     return chosen
 
 

@@ -110,7 +110,15 @@ def pull(
 def tracked(project: Project, paths: Sequence[str | Path] | None = None) -> list[Pointer]:
     """The pointers of ``paths`` (tracked paths or their .keel files; relative ones are
     relative to the project root), else every pointer in the workspace."""
-    from keel.data.pointer import SUFFIX, find_pointers, pointer_file_for, read_pointer
+    from keel.data.paths import project_relative
+    from keel.data.pointer import (
+        SUFFIX,
+        data_path_for,
+        find_pointers,
+        pointer_file_for,
+        read_pointer,
+        untracked,
+    )
 
     root = project.root
     if paths is None:
@@ -119,4 +127,11 @@ def tracked(project: Project, paths: Sequence[str | Path] | None = None) -> list
     for given in paths:
         path = Path(given) if Path(given).is_absolute() else root / given
         files.append(path if path.name.endswith(SUFFIX) else pointer_file_for(path))
+    missing = [
+        project_relative(root, data_path_for(file), must_exist=False)
+        for file in files
+        if not file.is_file()
+    ]
+    if missing:
+        raise untracked(missing)
     return [read_pointer(f, root) for f in files]
