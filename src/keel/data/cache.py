@@ -197,12 +197,9 @@ class DataCache:
         """Name what ``writer`` holds (bytes that hashed to ``sha256``) as that object; its
         stat, or None when the object was already there."""
         target = self.path_of(sha256)
-        if target.is_file():
-            writer.discard()
-            return None
         self._ensure_dir(target.parent)
         try:
-            return writer.publish(target)
+            return writer.publish(target)  # drops the file when the object exists already
         except OSError as exc:
             raise StoreError(f"cannot store {sha256} in the data cache {self.root}: {exc}") from exc
 

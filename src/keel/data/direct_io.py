@@ -52,11 +52,11 @@ class DirectWriter:
     @classmethod
     def open(cls, folder: Path) -> DirectWriter | None:
         """A writer in ``folder``; None where unnamed files with direct I/O are unavailable."""
-        flags = getattr(os, "O_TMPFILE", 0) | getattr(os, "O_DIRECT", 0)
-        if not flags or flags == getattr(os, "O_TMPFILE", 0):
+        unnamed, direct = getattr(os, "O_TMPFILE", 0), getattr(os, "O_DIRECT", 0)
+        if not (unnamed and direct):  # another OS
             return None
         try:
-            fd = os.open(folder, flags | os.O_WRONLY | os.O_CLOEXEC, 0o444)
+            fd = os.open(folder, unnamed | direct | os.O_WRONLY | os.O_CLOEXEC, 0o444)
         except OSError:
             return None
         return cls(fd, folder)
