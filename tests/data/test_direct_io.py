@@ -32,6 +32,11 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct_io, "BLOCK", SMALL_BLOCK)
+
+
 def writer_in(folder: Path) -> DirectWriter:
     folder.mkdir(parents=True, exist_ok=True)
     writer = DirectWriter.open(folder)
@@ -40,18 +45,20 @@ def writer_in(folder: Path) -> DirectWriter:
     return writer
 
 
+def source_and_writer(tmp_path: Path, data: bytes) -> tuple[Path, DirectWriter]:
+    """A file holding ``data`` and a writer in ``tmp_path/tmp`` to hash it into."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    return src, writer_in(tmp_path / "tmp")
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(size=st.integers(0, 6 * SMALL_BLOCK + 100), seed=st.integers(0, 2**32 - 1))
-def test_the_object_holds_exactly_the_bytes_hashed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, seed: int
-) -> None:
-    monkeypatch.setattr(direct_io, "BLOCK", SMALL_BLOCK)
+def test_the_object_holds_exactly_the_bytes_hashed(tmp_path: Path, size: int, seed: int) -> None:
     data = (seed.to_bytes(4, "little") * (size // 4 + 1))[:size]
-    src = tmp_path / f"src-{size}-{seed}.bin"
-    src.write_bytes(data)
-    writer = writer_in(tmp_path / "tmp")
+    src, writer = source_and_writer(tmp_path, data)
     assert hash_file(src, None, writer) == (sha(data), size)
     target = tmp_path / "objects" / f"{size}-{seed}"
     target.parent.mkdir(exist_ok=True)
@@ -65,10 +72,7 @@ def test_the_object_holds_exactly_the_bytes_hashed(
 def test_a_failed_hash_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(direct_io, "BLOCK", SMALL_BLOCK)
-    src = tmp_path / "src.bin"
-    src.write_bytes(os.urandom(5 * SMALL_BLOCK))
-    writer = writer_in(tmp_path / "tmp")
+    src, writer = source_and_writer(tmp_path, os.urandom(5 * SMALL_BLOCK))
     calls = 0
     real_wrote = writer.wrote
 
@@ -87,11 +91,9 @@ def test_a_failed_hash_leaves_nothing_behind(
 
 
 def test_publishing_onto_an_existing_object_keeps_it(tmp_path: Path) -> None:
-    src = tmp_path / "src.bin"
-    src.write_bytes(b"new bytes")
+    src, writer = source_and_writer(tmp_path, b"new bytes")
     target = tmp_path / "object"
     target.write_bytes(b"old bytes")
-    writer = writer_in(tmp_path / "tmp")
     hash_file(src, None, writer)
     assert writer.publish(target) is None
     assert target.read_bytes() == b"old bytes"
@@ -102,11 +104,8 @@ def test_a_device_refusing_direct_writes_gets_plain_ones(
 ) -> None:
     """EINVAL from an O_DIRECT write (an alignment the device does not accept) finishes the
     file with ordinary writes: the object is still whole."""
-    monkeypatch.setattr(direct_io, "BLOCK", SMALL_BLOCK)
     data = os.urandom(4 * SMALL_BLOCK + 7)
-    src = tmp_path / "src.bin"
-    src.write_bytes(data)
-    writer = writer_in(tmp_path / "tmp")
+    src, writer = source_and_writer(tmp_path, data)
     real_pwrite = os.pwrite
     refused = []
 
@@ -129,10 +128,7 @@ def test_a_device_refusing_direct_writes_gets_plain_ones(
 def test_a_full_disk_is_a_clear_error_naming_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(direct_io, "BLOCK", SMALL_BLOCK)
-    src = tmp_path / "src.bin"
-    src.write_bytes(os.urandom(3 * SMALL_BLOCK))
-    writer = writer_in(tmp_path / "tmp")
+    src, writer = source_and_writer(tmp_path, os.urandom(3 * SMALL_BLOCK))
 
     def pwrite(fd: int, view: memoryview, offset: int) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -159,7 +155,6 @@ def test_only_a_cache_that_would_copy_writes_directly(tmp_path: Path) -> None:
 def test_add_writes_large_files_directly_and_the_objects_are_right(
     sqlite_project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(direct_io, "BLOCK", SMALL_BLOCK)
     monkeypatch.setattr(cache_module, "DIRECT_BYTES", 1 << 20)
     opened: list[Path] = []
     real_open = DirectWriter.open.__func__  # type: ignore[attr-defined]
