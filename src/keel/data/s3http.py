@@ -12,7 +12,8 @@ environment, profiles, roles) still applies.
 
 The payload hash that SigV4 signs (keel.data.s3_signing) is the object's sha256 — its name —
 so signing costs no pass over the data; ``x-amz-checksum-sha256`` makes the server verify the
-body as well.
+body as well. Over plain HTTP without a proxy, a file body goes out with sendfile
+(keel.data.s3_sendfile), so the client never copies its bytes.
 """
 
 from __future__ import annotations
@@ -79,6 +80,13 @@ class ObjectClient:
         self.host = parts.netloc
         self.base = f"{parts.path.rstrip('/')}/{quote(bucket, safe='')}"
         self.signer = Signer(region)
+        # File bodies go out with sendfile (keel.data.s3_sendfile) where nothing between
+        # here and the server needs the bytes in user space: plain HTTP, no proxy.
+        self._sendfile_to = (
+            (parts.hostname, parts.port or 80)
+            if parts.scheme == "http" and parts.hostname and not _proxy_set()
+            else None
+        )
         self._credentials = credentials
         self._connections = connections
         self._ssl = ssl
@@ -94,7 +102,7 @@ class ObjectClient:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300),
             # HTTP(S)_PROXY / NO_PROXY as botocore honours them; only when one is set, as
             # aiohttp then looks them (and ~/.netrc) up on a thread for every request.
-            trust_env=any(os.environ.get(name) for name in PROXY_VARIABLES),
+            trust_env=_proxy_set(),
         )
 
     async def close(self) -> None:
@@ -125,6 +133,11 @@ class ObjectClient:
 
         async def once() -> str | None:
             sent[0] = 0
+            if stream is not None and self._sendfile_to is not None:
+                address = self._sendfile_to
+                return await self._put_sendfile(
+                    address, key, extra, sha256, stream, size, sent, advance
+                )
             body: Any = data if stream is None else _file_chunks(stream, sent, advance)
             headers = await self._signed("PUT", key, extra, sha256)
             async with self._http().put(self._url(key), data=body, headers=headers) as resp:
@@ -137,6 +150,30 @@ class ObjectClient:
             advance(-sent[0])  # a retry sends the bytes again
 
         return await _retrying(once, undo)
+
+    async def _put_sendfile(
+        self,
+        address: tuple[str, int],
+        key: str,
+        extra: dict[str, str],
+        sha256: str,
+        src: Path,
+        size: int,
+        sent: list[int],
+        advance: Callable[[int], None],
+    ) -> str | None:
+        from keel.data.s3_sendfile import put_file
+
+        host, port = address
+
+        def moved(nbytes: int) -> None:
+            sent[0] += nbytes
+            advance(nbytes)
+
+        headers = await self._signed("PUT", key, extra, sha256)
+        answer = await put_file(host, port, self._path(key), headers, src, size, moved)
+        _raise_unless(answer.status, (200,), answer.body)
+        return answer.headers.get("x-amz-checksum-sha256")
 
     async def get(self, key: str, dest: Path, advance: Callable[[int], None]) -> str:
         """Download ``key`` into the local file ``dest``; returns the sha256 of the bytes
@@ -281,6 +318,10 @@ async def _file_chunks(
             sent[0] += len(chunk)
             advance(len(chunk))
             yield chunk
+
+
+def _proxy_set() -> bool:
+    return any(os.environ.get(name) for name in PROXY_VARIABLES)
 
 
 def _list_page(payload: bytes) -> ListPage:

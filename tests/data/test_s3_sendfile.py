@@ -1,0 +1,145 @@
+"""keel.data.s3_sendfile: a PUT whose body goes out with sendfile, and the answer read back.
+
+Against a small asyncio HTTP server in the test (the S3 round trips of tests/data/
+test_push_pull.py and test_remote.py send their large objects this way too)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keel.data.s3_sendfile import SEGMENT, put_file, read_answer
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _answer_of(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    async def read() -> tuple[int, dict[str, str], bytes]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(raw)
+        reader.feed_eof()
+        answer = await read_answer(reader)
+        return answer.status, answer.headers, answer.body
+
+    return asyncio.run(read())
+
+
+def _chunked(body: bytes, cuts: list[int], trailer: bool) -> bytes:
+    edges = sorted({0, len(body), *(c % (len(body) + 1) for c in cuts)})
+    pieces = [body[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    out = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces)
+    return out + b"0\r\n" + (b"x-amz-checksum-crc32: AAAAAA==\r\n" if trailer else b"") + b"\r\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    body=st.binary(max_size=3000),
+    framing=st.sampled_from(["length", "chunked", "close"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=6),
+    trailer=st.booleans(),
+    status=st.sampled_from([200, 400, 403, 503]),
+)
+def test_answers_are_read_whatever_their_framing(
+    body: bytes, framing: str, cuts: list[int], trailer: bool, status: int
+) -> None:
+    head = f"HTTP/1.1 {status} Whatever\r\nX-Amz-Checksum-Sha256: abc=\r\n"
+    if framing == "length":
+        raw = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+    elif framing == "chunked":
+        raw = f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + _chunked(body, cuts, trailer)
+    else:
+        raw = f"{head}\r\n".encode() + body
+    got_status, headers, got_body = _answer_of(raw)
+    assert (got_status, got_body) == (status, body)
+    assert headers["x-amz-checksum-sha256"] == "abc="
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # cut off mid-body
+        b"HTTP/1.1 200 OK\r\nContent-Le",  # cut off mid-head
+        b"SSH-2.0-OpenSSH\r\n\r\n",  # not HTTP
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # bad chunk size
+    ],
+)
+def test_a_broken_answer_is_a_connection_error(raw: bytes) -> None:
+    with pytest.raises(ConnectionError):
+        _answer_of(raw)
+
+
+async def _serve(handler: Handler) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def _put(tmp_path: Path, data: bytes, handler: Handler) -> tuple[int, bytes, list[int]]:
+    src = tmp_path / "object"
+    src.write_bytes(data)
+    progress: list[int] = []
+
+    async def run() -> tuple[int, bytes, list[int]]:
+        server, port = await _serve(handler)
+        async with server:
+            headers = {"Host": f"127.0.0.1:{port}", "Content-Length": str(len(data))}
+            answer = await put_file(
+                "127.0.0.1", port, "/bucket/k%2Fey?x=1", headers, src, len(data), progress.append
+            )
+        return answer.status, answer.body, progress
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("size", [0, 1, 5000, SEGMENT + 12345])
+def test_the_file_arrives_whole_with_the_request_head(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    received: dict[str, object] = {}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        length = int(head.lower().split("content-length:")[1].split("\r\n")[0])
+        received["head"] = head
+        received["body"] = await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    status, body, progress = _put(tmp_path, data, handler)
+    assert (status, body) == (200, b"ok")
+    assert received["body"] == data
+    head = str(received["head"])
+    assert head.startswith("PUT /bucket/k%2Fey?x=1 HTTP/1.1\r\n")
+    assert "\r\nConnection: close\r\n" in head
+    assert sum(progress) == size
+    assert all(0 < step <= SEGMENT for step in progress)
+
+
+def test_a_refusal_sent_before_the_body_is_read_is_the_answer(tmp_path: Path) -> None:
+    refusal = b"<Error><Code>AccessDenied</Code><Message>no</Message></Error>"
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the head only: the body is never read
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n" % len(refusal))
+        writer.write(refusal)
+        await writer.drain()
+        writer.close()
+
+    status, body, _ = _put(tmp_path, os.urandom(3 * SEGMENT), handler)
+    assert (status, body) == (403, refusal)
+
+
+def test_a_server_that_hangs_up_without_answering_is_a_connection_error(
+    tmp_path: Path,
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    with pytest.raises(OSError):
+        _put(tmp_path, os.urandom(SEGMENT), handler)
