@@ -6,6 +6,7 @@ test_push_pull.py and test_remote.py send their large objects this way too)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ def _answer_of(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 
 def _chunked(body: bytes, cuts: list[int], trailer: bool) -> bytes:
     edges = sorted({0, len(body), *(c % (len(body) + 1) for c in cuts)})
-    pieces = [body[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    pieces = [body[a:b] for a, b in itertools.pairwise(edges)]
     out = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces)
     return out + b"0\r\n" + (b"x-amz-checksum-crc32: AAAAAA==\r\n" if trailer else b"") + b"\r\n"
 
@@ -141,5 +142,5 @@ def test_a_server_that_hangs_up_without_answering_is_a_connection_error(
         await reader.readuntil(b"\r\n\r\n")
         writer.close()
 
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionError):  # reset while sending, or no answer after it
         _put(tmp_path, os.urandom(SEGMENT), handler)
