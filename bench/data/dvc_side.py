@@ -63,7 +63,11 @@ def _configure(dvc: str, repo: Path, remote: Remote, env: dict[str, str]) -> Non
 
 def main() -> None:
     args = parse_args()
-    emit(args.out, run(dvc_tool(), args.dataset, remote_of(args), repeats=args.repeats))
+    tool = dvc_tool()
+    emit(
+        args.out,
+        run(tool, args.dataset, remote_of(args), repeats=args.repeats, server_pid=args.server_pid),
+    )
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--key", required=True)
     parser.add_argument("--secret", required=True)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--server-pid", type=int, help="the S3 server's process, for its CPU time")
     parser.add_argument("--out", required=True)
     return parser.parse_args(argv)
 
@@ -69,7 +70,9 @@ def remote_of(args: argparse.Namespace) -> Remote:
     return Remote(args.endpoint, args.bucket, args.key, args.secret)
 
 
-def run(tool: Tool, dataset: Path, remote: Remote, *, repeats: int) -> dict[str, Any]:
+def run(
+    tool: Tool, dataset: Path, remote: Remote, *, repeats: int, server_pid: int | None = None
+) -> dict[str, Any]:
     """All the steps in a repository under the working folder; returns the timings. A step
     that fails ends the run: the result then has the steps done so far and ``error``."""
     import json
@@ -79,7 +82,7 @@ def run(tool: Tool, dataset: Path, remote: Remote, *, repeats: int) -> dict[str,
     steps = ("add", "status", "push", "pull", "remote_status")
     result["commands"] = {step: " ".join(getattr(tool, step)) for step in steps}
     try:
-        _steps(tool, dataset, manifest, remote, repeats, result)
+        _steps(tool, dataset, manifest, remote, repeats, result, server_pid)
     except BenchError as exc:
         log(f"{tool.name}: {str(exc).splitlines()[0]}")
         result["error"] = str(exc)
@@ -93,8 +96,10 @@ def _steps(
     remote: Remote,
     repeats: int,
     result: dict[str, Any],
+    server_pid: int | None,
 ) -> None:
     repo = _fresh_repo(tool, dataset)
+    server = _ServerCpu(server_pid)
     env = {**os.environ, **tool.env}
     log(f"{tool.name}: first add of {len(manifest['files']):,} files")
     result["add"] = _timed(tool.add, repo, env)
@@ -105,13 +110,41 @@ def _steps(
     result["status"] = _repeat(tool.status, repo, env, repeats)
     tool.configure_remote(repo, remote)
     log(f"{tool.name}: push to {remote.endpoint_url}/{remote.bucket}")
-    result["push"] = _timed(tool.push, repo, env)
+    result["push"] = server.during("push", lambda: _timed(tool.push, repo, env))
     result["remote_status"] = _repeat(tool.remote_status, repo, env, max(1, repeats // 2))
     _clear(repo, ["data", *tool.cache_dirs])
     os.sync()
     log(f"{tool.name}: pull into an empty cache and workspace")
-    result["pull"] = _timed(tool.pull, repo, env)
+    result["pull"] = server.during("pull", lambda: _timed(tool.pull, repo, env))
+    result["server_cpu"] = server.seconds
     result["pull_check"] = verify(repo / "data", manifest)
+
+
+class _ServerCpu:
+    """The S3 server's CPU seconds (user + system, from /proc) spent during named steps:
+    the server shares the machine's cores with the client, so its cost bounds the step."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.seconds: dict[str, float] = {}
+
+    def during(self, step: str, work: Callable[[], float]) -> float:
+        before = self._now()
+        elapsed = work()
+        after = self._now()
+        if before is not None and after is not None:
+            self.seconds[step] = after - before
+        return elapsed
+
+    def _now(self) -> float | None:
+        if self.pid is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:  # not Linux, or the server is gone
+            return None
+        # utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the command name
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _fresh_repo(tool: Tool, dataset: Path) -> Path:

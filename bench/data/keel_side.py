@@ -80,7 +80,11 @@ def _configure(repo: Path, remote: Remote) -> None:
 
 def main() -> None:
     args = parse_args()
-    emit(args.out, run(keel_tool(), args.dataset, remote_of(args), repeats=args.repeats))
+    tool = keel_tool()
+    emit(
+        args.out,
+        run(tool, args.dataset, remote_of(args), repeats=args.repeats, server_pid=args.server_pid),
+    )
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ def run_sides(args: argparse.Namespace, data_set: Path) -> dict[str, Any]:
                     *("--dataset", str(data_set), "--endpoint", server.endpoint_url),
                     *("--bucket", BUCKETS[tool], "--key", server.key, "--secret", server.secret),
                     *("--repeats", str(args.repeats)),
+                    *("--server-pid", str(process.pid)),
                 ]
                 side = Path(work) / tool
                 side.mkdir()
@@ -144,6 +145,15 @@ def make_rows(results: dict[str, Any], quick: bool, repeats: int) -> list[Row]:
         note="keel data status with a default remote; dvc status --cloud",
     )
     rows.append(extra)
+    for step in ("push", "pull"):
+        rows.append(
+            Row(
+                f"S3 server CPU during {step}",
+                _server_cpu(keel, step),
+                _server_cpu(dvc, step),
+                note="SeaweedFS user + system time; it shares the cores with the client",
+            )
+        )
     for tool, side in (("keel", keel), ("dvc", dvc)):
         error = side if isinstance(side, str) else (side or {}).get("error")
         if error:
@@ -175,6 +185,13 @@ def _seconds(side: Any, key: str) -> float | None:
     value = side[key]
     # best of the repeats: other work on the machine only ever adds time, to either side
     return float(value["min"] if isinstance(value, dict) else value)
+
+
+def _server_cpu(side: Any, step: str) -> float | None:
+    if not isinstance(side, dict):
+        return None
+    value = side.get("server_cpu", {}).get(step)
+    return None if value is None else float(value)
 
 
 def _note(key: str, repeats: int) -> str:
