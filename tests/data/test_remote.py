@@ -302,6 +302,29 @@ def test_a_missing_bucket_says_so(s3_server: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.s3
+def test_a_few_existence_checks_need_no_botocore(
+    s3_server: Any, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to HEAD_LIMIT hashes are checked one by one with HEAD, through the lean client
+    when the options name the endpoint and keys: building botocore costs a status ~0.4 s."""
+    from keel.data.s3_connection import S3Connection
+
+    cache = new_cache(tmp_path / "a")
+    objects = fill(cache, [100, 2 << 20, 7, 0])
+    remote = s3_remote(s3_server, s3_bucket)
+    pushed = sorted(objects)[:2]
+    remote.push(cache, {sha: objects[sha] for sha in pushed})
+
+    async def no_botocore(self: S3Connection) -> Any:
+        raise AssertionError("an existence check built a botocore client")
+
+    monkeypatch.setattr(S3Connection, "botocore", no_botocore)
+    assert remote.missing(objects) == set(objects) - set(pushed)
+    sizes = {sha: len(data) for sha, data in objects.items()}
+    assert remote.missing(pushed, {**sizes, pushed[0]: sizes[pushed[0]] + 1}) == {pushed[0]}
+
+
+@pytest.mark.s3
 def test_a_missing_bucket_says_so_when_listed(s3_server: Any, tmp_path: Path) -> None:
     """Many hashes are answered by listing (the lean client's ListObjectsV2), not one by one."""
     cache = new_cache(tmp_path / "a")

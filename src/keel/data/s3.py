@@ -1,7 +1,7 @@
 """The S3 remote backend (AWS S3 and S3-compatible servers such as SeaweedFS or MinIO).
 
 Connection, credentials and region come from s3fs (its options go in
-``data.remotes.NAME.options``). Existence checks and deletes use its async botocore client.
+``data.remotes.NAME.options``). Deletes use its async botocore client.
 Object bodies and listings of an S3-compatible endpoint (any endpoint that is not
 amazonaws.com) go through keel.data.s3http, a lean signed client, because botocore's
 per-request CPU cost caps small-object transfers at a few hundred per second; AWS itself keeps
@@ -116,6 +116,10 @@ class S3Backend:
         return objects, str(answer["NextContinuationToken"]) if more else None
 
     async def stat(self, sha256: str) -> int | None:
+        if self.conn.objects is not None:
+            # the lean client: no botocore to import and build for a few existence checks
+            size: int | None = await self._fast(self.conn.objects.head(self.key(sha256)), None)
+            return size
         try:
             head = await self._call("head_object", Key=self.key(sha256))
         except FileNotFoundError:

@@ -38,7 +38,7 @@ class S3Connection:
         if settings is not None:
             # Endpoint and keys are all in the options: the lean client needs no botocore
             # session (importing s3fs and building one costs about 0.3 s per command); s3fs
-            # opens only when a call needs it (existence checks, deletes, multipart).
+            # opens only when a call needs it (deletes, multipart uploads).
             endpoint, region, credentials = settings
             self.objects = await self._open_objects(endpoint, region, lambda: credentials)
             return

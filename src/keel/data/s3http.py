@@ -1,14 +1,15 @@
-"""A lean signed HTTP client for S3 object bodies (PUT and GET) and listings.
+"""A lean signed HTTP client for S3 object bodies (PUT and GET), existence checks (HEAD) and
+listings.
 
 botocore spends about a millisecond of CPU on every request (endpoint rules, parameter
 validation, event hooks, response parsing); moving ten thousand 40 KB objects that way is
 CPU-bound at a few hundred objects per second — and its XML parser takes about 0.3 s per
 listing page of 1,000 keys. This client signs requests itself (AWS Signature Version 4, header
 form), sends them with aiohttp and reads listings with ElementTree, at a fraction of that cost.
-Existence checks and deletes stay on botocore (few requests). Credentials, region and
-endpoint come from keel.data.s3_connection: the remote's options when they name them all,
-else the botocore client s3fs built, so every way botocore finds credentials (options,
-environment, profiles, roles) still applies.
+Deletes stay on botocore (few requests). Credentials, region and endpoint come from
+keel.data.s3_connection: the remote's options when they name them all, else the botocore
+client s3fs built, so every way botocore finds credentials (options, environment, profiles,
+roles) still applies.
 
 The payload hash that SigV4 signs (keel.data.s3_signing) is the object's sha256 — its name —
 so signing costs no pass over the data; ``x-amz-checksum-sha256`` makes the server verify the
@@ -201,6 +202,19 @@ class ObjectClient:
             advance(-written[0])
 
         return await _retrying(once, undo)
+
+    async def head(self, key: str) -> int | None:
+        """The size of object ``key``; None when there is no such object (404)."""
+
+        async def once() -> int | None:
+            headers = await self._signed("HEAD", key, {}, EMPTY_SHA256)
+            async with self._http().head(self._url(key), headers=headers) as resp:
+                if resp.status == 404:
+                    return None
+                _raise_unless(resp.status, (200,), b"")  # a HEAD answer has no body
+                return int(resp.headers.get("Content-Length", "0"))
+
+        return await _retrying(once)
 
     async def get_range(self, key: str, start: int, length: int | None) -> bytes:
         """``length`` bytes of ``key`` from ``start`` (to the end when None), in memory."""
