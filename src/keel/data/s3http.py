@@ -134,8 +134,7 @@ class ObjectClient:
 
         async def once() -> str | None:
             sent[0] = 0
-            if stream is not None and self._sendfile_to is not None:
-                address = self._sendfile_to
+            if stream is not None and (address := self._sendfile_to) is not None:
                 return await self._put_sendfile(
                     address, key, extra, sha256, stream, size, sent, advance
                 )
