@@ -6,10 +6,13 @@ test_push_pull.py and test_remote.py send their large objects this way too)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -144,3 +147,62 @@ def test_a_server_that_hangs_up_without_answering_is_a_connection_error(
 
     with pytest.raises(ConnectionError):  # reset while sending, or no answer after it
         _put(tmp_path, os.urandom(SEGMENT), handler)
+
+
+def _object_client(port: int) -> Any:
+    from keel.data.s3http import ObjectClient
+
+    return ObjectClient(
+        f"http://127.0.0.1:{port}", "bucket", "us-east-1", lambda: None, connections=2
+    )
+
+
+def test_the_s3_client_sends_large_files_with_sendfile_over_plain_http(tmp_path: Path) -> None:
+    """ObjectClient.put of a file over STREAM_CHUNK takes this module's path (its request
+    closes the connection; aiohttp's keeps it), and the server's checksum comes back."""
+    from keel.data.s3http import STREAM_CHUNK
+
+    data = os.urandom(STREAM_CHUNK + 4097)
+    src = tmp_path / "object"
+    src.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    echoed = base64.b64encode(bytes.fromhex(sha)).decode()
+    received: dict[str, Any] = {}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        received["head"] = head
+        received["body"] = await reader.readexactly(len(data))
+        writer.write(
+            f"HTTP/1.1 200 OK\r\nx-amz-checksum-sha256: {echoed}\r\n"
+            "Content-Length: 0\r\n\r\n".encode()
+        )
+        await writer.drain()
+        writer.close()
+
+    async def run() -> str | None:
+        server, port = await _serve(handler)
+        client = _object_client(port)
+        await client.open()
+        try:
+            async with server:
+                return await client.put("k/ey", src, sha, len(data), lambda n: None)
+        finally:
+            await client.close()
+
+    assert asyncio.run(run()) == echoed
+    assert received["body"] == data
+    head = received["head"]
+    assert head.startswith("PUT /bucket/k/ey HTTP/1.1\r\n")
+    assert "\r\nConnection: close\r\n" in head
+    assert f"\r\nx-amz-checksum-sha256: {echoed}\r\n" in head
+
+
+def test_a_proxy_or_tls_keeps_the_s3_client_on_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.data.s3http import ObjectClient
+
+    assert _object_client(9000)._sendfile_to == ("127.0.0.1", 9000)
+    tls = ObjectClient("https://s3.example.com", "b", "us-east-1", lambda: None, connections=1)
+    assert tls._sendfile_to is None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
+    assert _object_client(9000)._sendfile_to is None
