@@ -63,11 +63,10 @@ def _configure(dvc: str, repo: Path, remote: Remote, env: dict[str, str]) -> Non
 
 def main() -> None:
     args = parse_args()
-    tool = dvc_tool()
-    emit(
-        args.out,
-        run(tool, args.dataset, remote_of(args), repeats=args.repeats, server_pid=args.server_pid),
+    result = run(
+        dvc_tool(), args.dataset, remote_of(args), repeats=args.repeats, server_pid=args.server_pid
     )
+    emit(args.out, result)
 
 
 if __name__ == "__main__":

@@ -80,11 +80,10 @@ def _configure(repo: Path, remote: Remote) -> None:
 
 def main() -> None:
     args = parse_args()
-    tool = keel_tool()
-    emit(
-        args.out,
-        run(tool, args.dataset, remote_of(args), repeats=args.repeats, server_pid=args.server_pid),
+    result = run(
+        keel_tool(), args.dataset, remote_of(args), repeats=args.repeats, server_pid=args.server_pid
     )
+    emit(args.out, result)
 
 
 if __name__ == "__main__":
