@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keel.data.s3_sendfile import SEGMENT, put_file, read_answer
+from keel.data.s3_sendfile import SEGMENT, put, read_answer
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -83,16 +83,20 @@ async def _serve(handler: Handler) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-def _put(tmp_path: Path, data: bytes, handler: Handler) -> tuple[int, bytes, list[int]]:
-    src = tmp_path / "object"
-    src.write_bytes(data)
+def _put(
+    tmp_path: Path, data: bytes, handler: Handler, in_memory: bool = False
+) -> tuple[int, bytes, list[int]]:
+    src: Path | memoryview = memoryview(bytearray(data) + b"unsent tail")
+    if not in_memory:
+        src = tmp_path / "object"
+        src.write_bytes(data)
     progress: list[int] = []
 
     async def run() -> tuple[int, bytes, list[int]]:
         server, port = await _serve(handler)
         async with server:
             headers = {"Host": f"127.0.0.1:{port}", "Content-Length": str(len(data))}
-            answer = await put_file(
+            answer = await put(
                 "127.0.0.1", port, "/bucket/k%2Fey?x=1", headers, src, len(data), progress.append
             )
         return answer.status, answer.body, progress
@@ -100,8 +104,11 @@ def _put(tmp_path: Path, data: bytes, handler: Handler) -> tuple[int, bytes, lis
     return asyncio.run(run())
 
 
+@pytest.mark.parametrize("in_memory", [False, True], ids=["file", "memory"])
 @pytest.mark.parametrize("size", [0, 1, 5000, SEGMENT + 12345])
-def test_the_file_arrives_whole_with_the_request_head(tmp_path: Path, size: int) -> None:
+def test_the_body_arrives_whole_with_the_request_head(
+    tmp_path: Path, size: int, in_memory: bool
+) -> None:
     data = os.urandom(size)
     received: dict[str, object] = {}
 
@@ -110,13 +117,17 @@ def test_the_file_arrives_whole_with_the_request_head(tmp_path: Path, size: int)
         length = int(head.lower().split("content-length:")[1].split("\r\n")[0])
         received["head"] = head
         received["body"] = await reader.readexactly(length)
+        try:  # nothing past Content-Length (a memory body's buffer goes on)
+            received["extra"] = await asyncio.wait_for(reader.read(1), 0.05)
+        except TimeoutError:
+            received["extra"] = b""
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
         writer.close()
 
-    status, body, progress = _put(tmp_path, data, handler)
+    status, body, progress = _put(tmp_path, data, handler, in_memory)
     assert (status, body) == (200, b"ok")
-    assert received["body"] == data
+    assert (received["body"], received["extra"]) == (data, b"")
     head = str(received["head"])
     assert head.startswith("PUT /bucket/k%2Fey?x=1 HTTP/1.1\r\n")
     assert "\r\nConnection: close\r\n" in head
@@ -134,8 +145,9 @@ def test_a_refusal_sent_before_the_body_is_read_is_the_answer(tmp_path: Path) ->
         await writer.drain()
         writer.close()
 
-    status, body, _ = _put(tmp_path, os.urandom(3 * SEGMENT), handler)
-    assert (status, body) == (403, refusal)
+    for in_memory in (False, True):
+        status, body, _ = _put(tmp_path, os.urandom(3 * SEGMENT), handler, in_memory)
+        assert (status, body) == (403, refusal)
 
 
 def test_a_server_that_hangs_up_without_answering_is_a_connection_error(
@@ -157,14 +169,20 @@ def _object_client(port: int) -> Any:
     )
 
 
-def test_the_s3_client_sends_large_files_with_sendfile_over_plain_http(tmp_path: Path) -> None:
-    """ObjectClient.put of a file over STREAM_CHUNK takes this module's path (its request
-    closes the connection; aiohttp's keeps it), and the server's checksum comes back."""
+@pytest.mark.parametrize("in_memory", [False, True], ids=["file", "memory"])
+def test_the_s3_client_sends_large_bodies_directly_over_plain_http(
+    tmp_path: Path, in_memory: bool
+) -> None:
+    """ObjectClient.put of a body over STREAM_CHUNK — a file, or a view of a buffer —
+    takes this module's path (its request closes the connection; aiohttp's keeps it), and
+    the server's checksum comes back."""
     from keel.data.s3http import STREAM_CHUNK
 
     data = os.urandom(STREAM_CHUNK + 4097)
-    src = tmp_path / "object"
-    src.write_bytes(data)
+    src: Path | memoryview = memoryview(bytearray(data))
+    if not in_memory:
+        src = tmp_path / "object"
+        src.write_bytes(data)
     sha = hashlib.sha256(data).hexdigest()
     echoed = base64.b64encode(bytes.fromhex(sha)).decode()
     received: dict[str, Any] = {}
@@ -201,8 +219,8 @@ def test_the_s3_client_sends_large_files_with_sendfile_over_plain_http(tmp_path:
 def test_a_proxy_or_tls_keeps_the_s3_client_on_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
     from keel.data.s3http import ObjectClient
 
-    assert _object_client(9000)._sendfile_to == ("127.0.0.1", 9000)
+    assert _object_client(9000)._direct_to == ("127.0.0.1", 9000)
     tls = ObjectClient("https://s3.example.com", "b", "us-east-1", lambda: None, connections=1)
-    assert tls._sendfile_to is None
+    assert tls._direct_to is None
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
-    assert _object_client(9000)._sendfile_to is None
+    assert _object_client(9000)._direct_to is None

@@ -165,10 +165,10 @@ class LocalBackend(_Threaded):
         for path in paths:
             path.unlink(missing_ok=True)
 
-    async def put_blob(self, name: str, data: bytes, sha256: str) -> None:
+    async def put_blob(self, name: str, data: bytes | memoryview, sha256: str) -> None:
         await self._call(self._put_blob, self.root / name, data)
 
-    def _put_blob(self, target: Path, data: bytes) -> None:
+    def _put_blob(self, target: Path, data: bytes | memoryview) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
         try:
@@ -302,8 +302,10 @@ class FsspecBackend(_Threaded):
     async def delete(self, hashes: list[str]) -> None:
         await self._call(self._remove, [self._path(sha) for sha in hashes])
 
-    async def put_blob(self, name: str, data: bytes, sha256: str) -> None:
-        await self._call(self._put_blob, f"{self._base}/{name}", data)
+    async def put_blob(self, name: str, data: bytes | memoryview, sha256: str) -> None:
+        # bytes: a filesystem may keep what it was given past the call, and the caller
+        # reuses the buffer behind a memoryview
+        await self._call(self._put_blob, f"{self._base}/{name}", bytes(data))
 
     def _put_blob(self, target: str, data: bytes) -> None:
         if self.remote.protocol in ATOMIC_PUT:

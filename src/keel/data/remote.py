@@ -249,7 +249,7 @@ class Backend(Protocol):
     # Named blobs beside the objects (packs and their indexes, keel.data.packs): ``name`` is
     # a path relative to the remote's url, such as "packs/<sha256>.idx".
 
-    async def put_blob(self, name: str, data: bytes, sha256: str) -> None:
+    async def put_blob(self, name: str, data: bytes | memoryview, sha256: str) -> None:
         """Store ``data`` (which hashes to ``sha256``) as ``name`` atomically, verified."""
         ...
 

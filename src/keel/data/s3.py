@@ -141,7 +141,7 @@ class S3Backend:
             echoed = await self._put_again(key, sha256, src, size, advance, exc)
         await self._check_stored(key, sha256, src, size, echoed)
 
-    async def put_blob(self, name: str, data: bytes, sha256: str) -> None:
+    async def put_blob(self, name: str, data: bytes | memoryview, sha256: str) -> None:
         key = f"{self.prefix}{name}"
         try:
             echoed = await self._put(key, sha256, data, len(data), _ignore)
@@ -153,7 +153,7 @@ class S3Backend:
         self,
         key: str,
         sha256: str,
-        body: Path | bytes,
+        body: Path | bytes | memoryview,
         size: int,
         advance: Callable[[int], None],
         first: _RefusedError,
@@ -167,7 +167,7 @@ class S3Backend:
             ) from None
 
     async def _check_stored(
-        self, key: str, sha256: str, body: Path | bytes, size: int, echoed: str | None
+        self, key: str, sha256: str, body: Path | bytes | memoryview, size: int, echoed: str | None
     ) -> None:
         expected = base64.b64encode(bytes.fromhex(sha256)).decode()
         if echoed is not None and echoed != expected:
@@ -182,7 +182,7 @@ class S3Backend:
         self,
         key: str,
         sha256: str,
-        body: Path | bytes,
+        body: Path | bytes | memoryview,
         size: int,
         advance: Callable[[int], None],
     ) -> str | None:
@@ -200,12 +200,12 @@ class S3Backend:
         return echoed
 
     async def _put_botocore(
-        self, key: str, sha256: str, body: Path | bytes, size: int
+        self, key: str, sha256: str, body: Path | bytes | memoryview, size: int
     ) -> str | None:
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
         client = await (await self.conn.filesystem()).get_s3(self.bucket)
         with contextlib.ExitStack() as stack:
-            payload: Any = body
+            payload: Any = bytes(body) if isinstance(body, memoryview) else body
             if isinstance(body, Path):
                 stream = stack.enter_context(open(body, "rb"))
                 payload = stream.read() if size <= (64 << 20) else stream
@@ -229,13 +229,13 @@ class S3Backend:
         value = answer.get("ChecksumSHA256")
         return str(value) if value else None
 
-    async def _check_after_put(self, key: str, body: Path | bytes, size: int) -> None:
+    async def _check_after_put(self, key: str, body: Path | bytes | memoryview, size: int) -> None:
         """For servers that ignore x-amz-checksum-sha256: compare size and MD5 ETag."""
         head = await self._call("head_object", Key=key)
         etag = str(head.get("ETag", "")).strip('"')
         md5 = ""
         if len(etag) == 32 and "-" not in etag:
-            if isinstance(body, bytes):
+            if not isinstance(body, Path):
                 md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
             else:
                 md5 = await asyncio.get_running_loop().run_in_executor(None, _md5_file, body)
@@ -261,7 +261,9 @@ class S3Backend:
         advance(dest.stat().st_size)
         return None
 
-    async def _fast(self, request: Any, sha256: str | None, src: Path | bytes | None = None) -> Any:
+    async def _fast(
+        self, request: Any, sha256: str | None, src: Path | bytes | memoryview | None = None
+    ) -> Any:
         """Await an s3http request — about object ``sha256``, or a listing (None) —
         translating S3 error answers into Keel errors."""
         import aiohttp

@@ -1,21 +1,26 @@
-"""One HTTP/1.1 PUT whose body is a local file sent with sendfile(2), for keel.data.s3http.
+"""One HTTP/1.1 PUT whose body the client does not copy, for keel.data.s3http.
 
-Uploading a large cache object through aiohttp reads it into Python, block by block, and
-writes each block to the socket: two copies of every byte on the client. With sendfile the
-kernel hands the file's page-cache pages to the socket itself, so the client copies nothing
-(a push of the data benchmark's 1.6 GB of large files spent about 3 CPU-seconds in those two
-copies). Only for plain-HTTP endpoints reached without a proxy — TLS needs the bytes in user
-space — and only for file bodies; the rest stays on aiohttp. Each upload opens its own
-connection and closes it after the answer: large files are few, a connection is cheap.
+Uploading through aiohttp reads a cache file into Python block by block and writes each block
+to the socket, and an in-memory body gets copied into the transport's buffer: two copies of
+every byte on the client. Here a file body goes out with sendfile(2) — the kernel hands the
+file's page-cache pages to the socket itself (a push of the data benchmark's 1.6 GB of large
+files spent about 3 CPU-seconds in those copies) — and an in-memory body (a pack, see
+keel.data.packs) is written to the socket straight from its buffer. Only for plain-HTTP
+endpoints reached without a proxy — TLS needs the bytes in user space — and the rest stays on
+aiohttp. Each upload opens its own connection and closes it after the answer: such bodies are
+large and few, a connection is cheap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SEGMENT = 16 << 20  # progress is reported after each segment of this many bytes
 CONNECT_TIMEOUT = 30.0
@@ -29,51 +34,78 @@ class Answer:
     body: bytes
 
 
-async def put_file(
+async def put(
     host: str,
     port: int,
     target: str,
     headers: Mapping[str, str],
-    src: Path,
+    body: Path | bytes | memoryview,
     size: int,
     advance: Callable[[int], None],
 ) -> Answer:
-    """PUT ``size`` bytes of ``src`` to ``target`` (path and query, already encoded) on
-    ``host:port``; ``headers`` must hold Host and Content-Length. ``advance`` is called with
-    the bytes sent as they go. A connection error raises OSError; an answer the server sends
-    before taking the whole body (a refusal) is returned like any other."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
+    """PUT ``size`` bytes — of the file ``body``, or ``body`` itself — to ``target`` (path and
+    query, already encoded) on ``host:port``; ``headers`` must hold Host and Content-Length.
+    ``advance`` is called with the bytes sent as they go. A connection error raises OSError;
+    an answer the server sends before taking the whole body (a refusal) is returned like any
+    other."""
+    loop = asyncio.get_running_loop()
+    sock = await asyncio.wait_for(_connect(host, port), CONNECT_TIMEOUT)
+    lines = [f"PUT {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
+    head = "\r\n".join([*lines, "Connection: close", "", ""]).encode("latin-1")
     try:
-        lines = [f"PUT {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
-        writer.write(("\r\n".join([*lines, "Connection: close", "", ""])).encode("latin-1"))
+        await asyncio.wait_for(loop.sock_sendall(sock, head), IO_TIMEOUT)
+        if isinstance(body, Path):
+            await _send_file(sock, body, size, advance)
+        else:
+            await _send_memory(sock, memoryview(body)[:size], advance)
+    except OSError as failure:
+        # The server may have answered and closed early (say, 403): that answer is the
+        # error worth reporting; without one, the connection error stands.
+        with contextlib.suppress(OSError, TimeoutError):
+            return await _answer_on(sock, 5.0)
+        raise failure
+    except BaseException:
+        sock.close()
+        raise
+    return await _answer_on(sock, IO_TIMEOUT)
+
+
+async def _connect(host: str, port: int) -> socket.socket:
+    """A non-blocking socket connected to ``host:port`` (a name is resolved off the loop)."""
+    loop = asyncio.get_running_loop()
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+        family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+        addresses: list[tuple[socket.AddressFamily, Any]] = [(family, (str(literal), port))]
+    except ValueError:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = [(info[0], info[4]) for info in infos]
+    failure: OSError = OSError(f"{host} has no address")
+    for family, address in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            await _send_body(writer, src, size, advance)
-        except OSError:
-            # The server may have answered and closed early (say, 403): that answer is
-            # the error worth reporting; without one, the connection error stands.
-            answer = await _answer_if_any(reader)
-            if answer is None:
-                raise
-            return answer
-        return await asyncio.wait_for(read_answer(reader), IO_TIMEOUT)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise failure
 
 
-async def _send_body(
-    writer: asyncio.StreamWriter, src: Path, size: int, advance: Callable[[int], None]
+async def _send_file(
+    sock: socket.socket, src: Path, size: int, advance: Callable[[int], None]
 ) -> None:
     loop = asyncio.get_running_loop()
-    await writer.drain()
     with open(src, "rb") as file:
         offset = 0
         while offset < size:
             count = min(SEGMENT, size - offset)
-            sent = await asyncio.wait_for(
-                loop.sendfile(writer.transport, file, offset, count), IO_TIMEOUT
-            )
+            sent = await asyncio.wait_for(loop.sock_sendfile(sock, file, offset, count), IO_TIMEOUT)
             if sent != count:  # the file shrank under us
                 raise ConnectionAbortedError(
                     f"{src} ended after {offset + sent} of {size} bytes while it was sent"
@@ -82,11 +114,29 @@ async def _send_body(
             advance(sent)
 
 
-async def _answer_if_any(reader: asyncio.StreamReader) -> Answer | None:
+async def _send_memory(
+    sock: socket.socket, view: memoryview, advance: Callable[[int], None]
+) -> None:
+    loop = asyncio.get_running_loop()
+    for offset in range(0, len(view), SEGMENT):
+        segment = view[offset : offset + SEGMENT]
+        await asyncio.wait_for(loop.sock_sendall(sock, segment), IO_TIMEOUT)
+        advance(len(segment))
+
+
+async def _answer_on(sock: socket.socket, timeout: float) -> Answer:
+    """The answer sent on ``sock``, read within ``timeout`` seconds; closes ``sock``."""
     try:
-        return await asyncio.wait_for(read_answer(reader), 5.0)
-    except (OSError, TimeoutError):
-        return None
+        reader, writer = await asyncio.open_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        return await asyncio.wait_for(read_answer(reader), timeout)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 async def read_answer(reader: asyncio.StreamReader) -> Answer:

@@ -13,8 +13,8 @@ roles) still applies.
 
 The payload hash that SigV4 signs (keel.data.s3_signing) is the object's sha256 — its name —
 so signing costs no pass over the data; ``x-amz-checksum-sha256`` makes the server verify the
-body as well. Over plain HTTP without a proxy, a file body goes out with sendfile
-(keel.data.s3_sendfile), so the client never copies its bytes.
+body as well. Over plain HTTP without a proxy, a large body goes out without copies
+(keel.data.s3_sendfile: a file with sendfile, memory straight from its buffer).
 """
 
 from __future__ import annotations
@@ -81,9 +81,9 @@ class ObjectClient:
         self.host = parts.netloc
         self.base = f"{parts.path.rstrip('/')}/{quote(bucket, safe='')}"
         self.signer = Signer(region)
-        # File bodies go out with sendfile (keel.data.s3_sendfile) where nothing between
+        # Large bodies go out without copies (keel.data.s3_sendfile) where nothing between
         # here and the server needs the bytes in user space: plain HTTP, no proxy.
-        self._sendfile_to = (
+        self._direct_to = (
             (parts.hostname, parts.port or 80)
             if parts.scheme == "http" and parts.hostname and not _proxy_set()
             else None
@@ -114,7 +114,7 @@ class ObjectClient:
     async def put(
         self,
         key: str,
-        src: Path | bytes,
+        src: Path | bytes | memoryview,
         sha256: str,
         size: int,
         advance: Callable[[int], None],
@@ -128,21 +128,18 @@ class ObjectClient:
             "Content-Type": "application/octet-stream",
             "x-amz-checksum-sha256": checksum,
         }
-        stream = None if isinstance(src, bytes) or size <= STREAM_CHUNK else src
-        data = None if stream is not None else src if isinstance(src, bytes) else src.read_bytes()
+        direct = self._direct_to if size > STREAM_CHUNK else None
         sent = [0]
 
         async def once() -> str | None:
             sent[0] = 0
-            if stream is not None and (address := self._sendfile_to) is not None:
-                return await self._put_sendfile(
-                    address, key, extra, sha256, stream, size, sent, advance
-                )
-            body: Any = data if stream is None else _file_chunks(stream, sent, advance)
+            if direct is not None:
+                return await self._put_direct(direct, key, extra, sha256, src, size, sent, advance)
             headers = await self._signed("PUT", key, extra, sha256)
+            body = _aiohttp_body(src, size, sent, advance)
             async with self._http().put(self._url(key), data=body, headers=headers) as resp:
                 _raise_unless(resp.status, (200,), await resp.read())
-                if stream is None:
+                if isinstance(body, bytes):  # a file's blocks report themselves
                     advance(size)
                 return resp.headers.get("x-amz-checksum-sha256")
 
@@ -151,18 +148,18 @@ class ObjectClient:
 
         return await _retrying(once, undo)
 
-    async def _put_sendfile(
+    async def _put_direct(
         self,
         address: tuple[str, int],
         key: str,
         extra: dict[str, str],
         sha256: str,
-        src: Path,
+        src: Path | bytes | memoryview,
         size: int,
         sent: list[int],
         advance: Callable[[int], None],
     ) -> str | None:
-        from keel.data.s3_sendfile import put_file
+        from keel.data.s3_sendfile import put
 
         host, port = address
 
@@ -171,7 +168,7 @@ class ObjectClient:
             advance(nbytes)
 
         headers = await self._signed("PUT", key, extra, sha256)
-        answer = await put_file(host, port, self._path(key), headers, src, size, moved)
+        answer = await put(host, port, self._path(key), headers, src, size, moved)
         _raise_unless(answer.status, (200,), answer.body)
         return answer.headers.get("x-amz-checksum-sha256")
 
@@ -320,6 +317,17 @@ class _HashingSink:
         for chunk in block:
             self._digest.update(chunk)
             self._out.write(chunk)
+
+
+def _aiohttp_body(
+    src: Path | bytes | memoryview, size: int, sent: list[int], advance: Callable[[int], None]
+) -> bytes | AsyncIterator[bytes]:
+    """What aiohttp sends for ``src``: bytes, or a large file's blocks as they are read. An
+    in-memory body is copied: the transport may keep a view of unsent bytes after the
+    request (when the connection closes mid-body), and the caller reuses its buffer."""
+    if isinstance(src, Path):
+        return _file_chunks(src, sent, advance) if size > STREAM_CHUNK else src.read_bytes()
+    return src if isinstance(src, bytes) else bytes(src)
 
 
 async def _file_chunks(
