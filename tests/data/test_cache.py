@@ -235,3 +235,11 @@ def test_large_files_are_hashed_in_chunks(tmp_path: Path) -> None:
     chunks: list[int] = []
     assert hash_file(path, chunks.append) == (sha(data), len(data))
     assert len(chunks) == 4
+
+
+def test_sizes_name_the_held_objects_and_leave_out_the_rest(cache: DataCache) -> None:
+    held = {cache.add_bytes(os.urandom(size)): size for size in (0, 1, 5000)}
+    absent = hashlib.sha256(b"never added").hexdigest()
+    assert cache.sizes([*held, absent]) == held
+    with pytest.raises(InvalidInputError, match="not a sha256"):
+        cache.sizes(["../../etc/passwd"])

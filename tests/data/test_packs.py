@@ -93,6 +93,80 @@ def test_a_damaged_index_is_one_clear_error() -> None:
             PackIndex.decode(_sha(0), damaged)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    first=st.lists(st.integers(0, 3000), min_size=1, max_size=12),
+    second=st.lists(st.integers(0, 3000), min_size=1, max_size=12),
+    room=st.integers(0, 20_000),
+)
+def test_packs_built_one_after_another_in_one_buffer_hold_their_own_bytes(
+    tmp_path_factory: pytest.TempPathFactory, first: list[int], second: list[int], room: int
+) -> None:
+    cache = new_cache(tmp_path_factory.mktemp("cache"))
+    buffer = bytearray(room)  # may be too small: such a pack gets a buffer of its own
+    for sizes_list in (first, second):
+        objects = fill(cache, sizes_list)
+        members = list(objects)
+        sizes = {sha: len(data) for sha, data in objects.items()}
+        body, index = packs.build(cache, members, sizes, buffer)
+        expected = b"".join(objects[sha] for sha in members)
+        assert bytes(body) == expected
+        assert (index.sha256, index.size) == (hashlib.sha256(expected).hexdigest(), len(expected))
+        for sha in members:
+            offset, size = index.objects[sha]
+            assert expected[offset : offset + size] == objects[sha]
+
+
+@pytest.mark.parametrize("damage", ["changed", "truncated"])
+def test_a_damaged_member_stops_its_pack(tmp_path: Path, damage: str) -> None:
+    cache = new_cache(tmp_path / "cache")
+    objects = fill(cache, [100, 2000, 300])
+    members = list(objects)
+    victim = cache.path_of(members[1])
+    victim.chmod(0o644)
+    data = objects[members[1]]
+    victim.write_bytes(bytes([data[0] ^ 1]) + data[1:] if damage == "changed" else data[:-1])
+    sizes = {sha: len(data) for sha, data in objects.items()}
+    with pytest.raises(ArtifactCorruptedError, match=f"data cache object {members[1]}"):
+        packs.build(cache, members, sizes, bytearray(packs.BUFFER_BYTES))
+
+
+@pytest.mark.s3
+def test_packs_over_a_megabyte_go_to_s3_straight_from_one_reused_buffer(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packs larger than a streamed chunk take keel.data.s3_sendfile's in-memory path, all
+    read into the one buffer the pool lends (so each must be fully sent before the next is
+    read), and come back whole."""
+    import keel.data.s3_sendfile as direct
+    import keel.data.transfer as transfer
+
+    monkeypatch.setattr(packs, "PACK_BYTES", 1_500_000)
+    monkeypatch.setattr(transfer, "PACK_BUFFERS", 1)
+    sent: list[int] = []
+    original = direct.put
+
+    async def counted(*args: Any) -> Any:
+        body = args[4]
+        if not isinstance(body, Path):
+            sent.append(len(body))
+        return await original(*args)
+
+    monkeypatch.setattr(direct, "put", counted)
+    remote = make_remote("s3", request, tmp_path)
+    source = new_cache(tmp_path / "a")
+    objects = fill(source, [300_000 + n for n in range(40)])
+    assert remote.push(source, objects).transferred == len(objects)
+    held = contents(remote)
+    assert len(held.packs) >= 3
+    assert sorted(sent) == sorted(index.size for index in held.packs.values())
+
+    target = new_cache(tmp_path / "b")
+    assert remote.pull(target, objects).transferred == len(objects)
+    for sha, data in objects.items():
+        assert target.read_bytes(sha) == data
+
+
 @pytest.fixture(params=REMOTE_KINDS)
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
     if request.param.startswith("s3"):

@@ -88,6 +88,21 @@ class DataCache:
             found.update(prefix + name for name in names)
         return wanted & found
 
+    def sizes(self, hashes: Iterable[str]) -> dict[str, int]:
+        """sha256 -> size of each of ``hashes`` the cache holds (the others are left out).
+        One stat per object on a plain string path: a push asks this of every object, and
+        building ten thousand Path objects took four times as long as the stats."""
+        base = os.path.join(self.root, "objects")
+        found: dict[str, int] = {}
+        for sha in hashes:
+            if not is_sha256(sha):
+                self.path_of(sha)  # raises the error for a malformed hash
+            try:
+                found[sha] = os.stat(f"{base}/{sha[:2]}/{sha[2:]}").st_size
+            except FileNotFoundError:
+                continue
+        return found
+
     def fingerprint(self) -> str | None:
         """A digest that changes whenever an object is removed from (or added to) the cache:
         the prefix folders' inodes and modification times (a folder's mtime changes with its

@@ -33,8 +33,9 @@ one RemoteAccessError.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from keel.data.remote import Backend, Remote
 
 INLINE_BYTES = 1 << 20  # smaller objects are hashed on the event loop (cheaper than a thread)
+PACK_BUFFERS = 4  # packs being read or sent at once (each holds a buffer of ~33 MB)
 
 
 class TransferProgress(Protocol):
@@ -113,7 +115,8 @@ def push(
         groups = packs.plan(todo - keep_loose, sizes)
         grouped = {sha for group in groups for sha in group}
         transfers = [_upload_loose(backend, cache, sha, sizes[sha], bar) for sha in todo - grouped]
-        transfers += [_upload_pack(backend, cache, group, sizes, bar) for group in groups]
+        buffers = _PackBuffers(PACK_BUFFERS)
+        transfers += [_upload_pack(backend, cache, g, sizes, buffers, bar) for g in groups]
         total = sum(sizes[sha] for sha in todo)
         if todo:
             bar.start(len(todo), total)
@@ -192,19 +195,39 @@ def _upload_pack(
     cache: DataCache,
     members: list[str],
     sizes: Mapping[str, int],
+    buffers: _PackBuffers,
     bar: TransferProgress,
 ) -> _Work:
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        body, index = await loop.run_in_executor(None, packs.build, cache, members)
-        await packs.upload(backend, body, index)
+        async with buffers.lend() as buffer:
+            body, index = await loop.run_in_executor(
+                None, packs.build, cache, members, sizes, buffer
+            )
+            await packs.upload(backend, body, index)
         packs.keep_index(cache.pack_indexes, index)
-        bar.advance(len(body))
+        bar.advance(index.size)
 
     nbytes = sum(sizes[sha] for sha in members)
     return _Work(
         f"a pack of {len(members)} objects (first: {members[0]})", nbytes, len(members), run
     )
+
+
+class _PackBuffers:
+    """The buffers packs are read into, each lent to one pack at a time and then reused."""
+
+    def __init__(self, count: int) -> None:
+        self._gate = asyncio.Semaphore(count)
+        self._free: list[bytearray] = []
+
+    @contextlib.asynccontextmanager
+    async def lend(self) -> AsyncIterator[bytearray]:
+        async with self._gate:
+            buffer = self._free.pop() if self._free else bytearray(packs.BUFFER_BYTES)
+            yield buffer
+            # Not after a failure: a worker thread may still be reading a pack into it.
+            self._free.append(buffer)
 
 
 def _download_loose(
@@ -322,14 +345,8 @@ def _ignore(sha256: str) -> None:
 
 
 def _local_sizes(cache: DataCache, wanted: set[str]) -> tuple[dict[str, int], set[str]]:
-    sizes: dict[str, int] = {}
-    absent: set[str] = set()
-    for sha in wanted:
-        try:
-            sizes[sha] = cache.path_of(sha).stat().st_size
-        except FileNotFoundError:
-            absent.add(sha)
-    return sizes, absent
+    sizes = cache.sizes(wanted)
+    return sizes, wanted - sizes.keys()
 
 
 def _since(started: float) -> float:
