@@ -97,7 +97,7 @@ def checkout(
         links: dict[str, int] = {}
         total = sum(size for plan in plans for _, _, size in plan.writes)
         done = [0]
-        with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as pool:
+        with _Writers(jobs or os.cpu_count() or 1) as pool:
             early = _EarlyWrites(root, cache, [p for p in plans if p.current is None], pool)
             fetcher.fetch(wanted, pending, stored=early.ready)
             _verify(cache, stats, wanted - fetcher.fetched, jobs)
@@ -295,6 +295,7 @@ def _verify(cache: DataCache, stats: StatCache, hashes: set[str], jobs: int | No
 
 
 _Written = tuple[str, os.stat_result, str, str]  # rel path, its stat, sha256, link type
+SMALL_FILE = 1 << 20  # workspace files under this size are written on one thread (_Writers)
 
 
 def _write(cache: DataCache, root: Path, rel: str, sha: str) -> _Written:
@@ -305,30 +306,55 @@ def _write(cache: DataCache, root: Path, rel: str, sha: str) -> _Written:
         raise StoreError(f"cannot write {root / rel} from the data cache: {exc}") from exc
 
 
+class _Writers:
+    """Writes workspace files from the cache: large ones on ``jobs`` threads (copying
+    hundreds of MB is one long system call, run without the GIL), small ones on a single
+    thread — creating a small file is a few short system calls with Python in between, at
+    the GIL's pace, and more threads only hand the GIL back and forth (10,000 files of 40 KB
+    on 2 cores: 8 threads 3.5-4.6 CPU-s, 2 threads 3.0, 1 thread 2.3)."""
+
+    def __init__(self, jobs: int) -> None:
+        self._large = ThreadPoolExecutor(jobs, thread_name_prefix="keel-write")
+        self._small = ThreadPoolExecutor(1, thread_name_prefix="keel-write-small")
+
+    def submit(
+        self, size: int, cache: DataCache, root: Path, rel: str, sha: str
+    ) -> Future[_Written]:
+        pool = self._small if size < SMALL_FILE else self._large
+        return pool.submit(_write, cache, root, rel, sha)
+
+    def __enter__(self) -> _Writers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._small.shutdown()
+        self._large.shutdown()
+
+
 class _EarlyWrites:
     """The files of ``plans`` — tracked paths with nothing in the workspace yet, so nothing
     to lose — written on ``pool`` as soon as their objects are in the cache."""
 
-    def __init__(
-        self, root: Path, cache: DataCache, plans: list[_Plan], pool: ThreadPoolExecutor
-    ) -> None:
+    def __init__(self, root: Path, cache: DataCache, plans: list[_Plan], pool: _Writers) -> None:
         self.root, self.cache, self.pool = root, cache, pool
         # sha256 -> (tracked path, file) still waiting for the object; futures by tracked path
         self.waiting: dict[str, list[tuple[str, str]]] = {}
+        self.sizes: dict[str, int] = {}
         self.futures: dict[str, list[Future[_Written]]] = {p.pointer.path: [] for p in plans}
         self._lock = threading.Lock()
         for plan in plans:
             if plan.pointer.kind == "dir":  # an empty folder has no file to create it
                 (root / plan.pointer.path).mkdir(parents=True, exist_ok=True)
-            for rel, sha, _ in plan.writes:
+            for rel, sha, size in plan.writes:
                 self.waiting.setdefault(sha, []).append((plan.pointer.path, rel))
+                self.sizes[sha] = size
 
     def ready(self, sha: str) -> None:
         """Object ``sha`` is in the cache, verified (called from transfer threads)."""
         with self._lock:
             files = self.waiting.pop(sha, [])
             for tracked, rel in files:
-                future = self.pool.submit(_write, self.cache, self.root, rel, sha)
+                future = self.pool.submit(self.sizes[sha], self.cache, self.root, rel, sha)
                 self.futures[tracked].append(future)
 
     def submit_rest(self) -> None:
@@ -340,7 +366,7 @@ class _EarlyWrites:
         return [future.result() for future in self.futures[plan.pointer.path]]
 
 
-def _apply(root: Path, cache: DataCache, plan: _Plan, pool: ThreadPoolExecutor) -> list[_Written]:
+def _apply(root: Path, cache: DataCache, plan: _Plan, pool: _Writers) -> list[_Written]:
     target = root / plan.pointer.path
     if plan.replace and target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
@@ -352,7 +378,8 @@ def _apply(root: Path, cache: DataCache, plan: _Plan, pool: ThreadPoolExecutor) 
         _prune_empty(target)
     if plan.pointer.kind == "dir":
         target.mkdir(parents=True, exist_ok=True)  # an empty folder has no file to create it
-    return list(pool.map(lambda item: _write(cache, root, item[0], item[1]), plan.writes))
+    futures = [pool.submit(size, cache, root, rel, sha) for rel, sha, size in plan.writes]
+    return [future.result() for future in futures]
 
 
 def _remember(stats: StatCache, plan: _Plan, written: list[_Written]) -> None:
