@@ -32,6 +32,7 @@ from keel.errors import InvalidInputError, NotFoundError, StoreError
 
 if TYPE_CHECKING:
     from keel.data.remote import Remote
+    from keel.data.s3http import Body
 
 SINGLE_PUT_LIMIT = 5 << 30
 # Up to this many objects, listing the remote page by page (a request per 1,000, one after the
@@ -153,7 +154,7 @@ class S3Backend:
         self,
         key: str,
         sha256: str,
-        body: Path | bytes | memoryview,
+        body: Body,
         size: int,
         advance: Callable[[int], None],
         first: _RefusedError,
@@ -167,7 +168,7 @@ class S3Backend:
             ) from None
 
     async def _check_stored(
-        self, key: str, sha256: str, body: Path | bytes | memoryview, size: int, echoed: str | None
+        self, key: str, sha256: str, body: Body, size: int, echoed: str | None
     ) -> None:
         expected = base64.b64encode(bytes.fromhex(sha256)).decode()
         if echoed is not None and echoed != expected:
@@ -182,7 +183,7 @@ class S3Backend:
         self,
         key: str,
         sha256: str,
-        body: Path | bytes | memoryview,
+        body: Body,
         size: int,
         advance: Callable[[int], None],
     ) -> str | None:
@@ -199,9 +200,7 @@ class S3Backend:
         advance(size)
         return echoed
 
-    async def _put_botocore(
-        self, key: str, sha256: str, body: Path | bytes | memoryview, size: int
-    ) -> str | None:
+    async def _put_botocore(self, key: str, sha256: str, body: Body, size: int) -> str | None:
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
         client = await (await self.conn.filesystem()).get_s3(self.bucket)
         with contextlib.ExitStack() as stack:
@@ -229,7 +228,7 @@ class S3Backend:
         value = answer.get("ChecksumSHA256")
         return str(value) if value else None
 
-    async def _check_after_put(self, key: str, body: Path | bytes | memoryview, size: int) -> None:
+    async def _check_after_put(self, key: str, body: Body, size: int) -> None:
         """For servers that ignore x-amz-checksum-sha256: compare size and MD5 ETag."""
         head = await self._call("head_object", Key=key)
         etag = str(head.get("ETag", "")).strip('"')
@@ -261,9 +260,7 @@ class S3Backend:
         advance(dest.stat().st_size)
         return None
 
-    async def _fast(
-        self, request: Any, sha256: str | None, src: Path | bytes | memoryview | None = None
-    ) -> Any:
+    async def _fast(self, request: Any, sha256: str | None, src: Body | None = None) -> Any:
         """Await an s3http request — about object ``sha256``, or a listing (None) —
         translating S3 error answers into Keel errors."""
         import aiohttp

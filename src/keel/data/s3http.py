@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import aiohttp
 
 T = TypeVar("T")
+Body = Path | bytes | memoryview  # what a PUT sends: a file, or bytes in memory
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 ATTEMPTS = 5
 STREAM_CHUNK = 1 << 20
@@ -114,7 +115,7 @@ class ObjectClient:
     async def put(
         self,
         key: str,
-        src: Path | bytes | memoryview,
+        src: Body,
         sha256: str,
         size: int,
         advance: Callable[[int], None],
@@ -154,7 +155,7 @@ class ObjectClient:
         key: str,
         extra: dict[str, str],
         sha256: str,
-        src: Path | bytes | memoryview,
+        src: Body,
         size: int,
         sent: list[int],
         advance: Callable[[int], None],
@@ -320,7 +321,7 @@ class _HashingSink:
 
 
 def _aiohttp_body(
-    src: Path | bytes | memoryview, size: int, sent: list[int], advance: Callable[[int], None]
+    src: Body, size: int, sent: list[int], advance: Callable[[int], None]
 ) -> bytes | AsyncIterator[bytes]:
     """What aiohttp sends for ``src``: bytes, or a large file's blocks as they are read. An
     in-memory body is copied: the transport may keep a view of unsent bytes after the
