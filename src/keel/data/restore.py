@@ -337,24 +337,23 @@ class _EarlyWrites:
 
     def __init__(self, root: Path, cache: DataCache, plans: list[_Plan], pool: _Writers) -> None:
         self.root, self.cache, self.pool = root, cache, pool
-        # sha256 -> (tracked path, file) still waiting for the object; futures by tracked path
-        self.waiting: dict[str, list[tuple[str, str]]] = {}
-        self.sizes: dict[str, int] = {}
+        # sha256 -> (tracked path, file, size) still waiting for the object; futures by
+        # tracked path
+        self.waiting: dict[str, list[tuple[str, str, int]]] = {}
         self.futures: dict[str, list[Future[_Written]]] = {p.pointer.path: [] for p in plans}
         self._lock = threading.Lock()
         for plan in plans:
             if plan.pointer.kind == "dir":  # an empty folder has no file to create it
                 (root / plan.pointer.path).mkdir(parents=True, exist_ok=True)
             for rel, sha, size in plan.writes:
-                self.waiting.setdefault(sha, []).append((plan.pointer.path, rel))
-                self.sizes[sha] = size
+                self.waiting.setdefault(sha, []).append((plan.pointer.path, rel, size))
 
     def ready(self, sha: str) -> None:
         """Object ``sha`` is in the cache, verified (called from transfer threads)."""
         with self._lock:
             files = self.waiting.pop(sha, [])
-            for tracked, rel in files:
-                future = self.pool.submit(self.sizes[sha], self.cache, self.root, rel, sha)
+            for tracked, rel, size in files:
+                future = self.pool.submit(size, self.cache, self.root, rel, sha)
                 self.futures[tracked].append(future)
 
     def submit_rest(self) -> None:

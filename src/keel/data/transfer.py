@@ -104,7 +104,8 @@ def push(
     started = time.monotonic()
     if not wanted:
         return TransferReport(0, 0, 0, 0.0)
-    sizes, absent = _local_sizes(cache, wanted)
+    sizes = cache.sizes(wanted)
+    absent = wanted - sizes.keys()
     bar = progress or _NoProgress()
 
     async def work(backend: Backend) -> TransferReport:
@@ -351,11 +352,6 @@ def _combined(failures: dict[str, KeelError], total: int, verb: str, remote: Rem
 
 def _ignore(sha256: str) -> None:
     pass
-
-
-def _local_sizes(cache: DataCache, wanted: set[str]) -> tuple[dict[str, int], set[str]]:
-    sizes = cache.sizes(wanted)
-    return sizes, wanted - sizes.keys()
 
 
 def _since(started: float) -> float:
