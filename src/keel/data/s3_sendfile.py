@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 SEGMENT = 16 << 20  # progress is reported after each segment of this many bytes
 CONNECT_TIMEOUT = 30.0
@@ -73,15 +71,8 @@ async def put(
 async def _connect(host: str, port: int) -> socket.socket:
     """A non-blocking socket connected to ``host:port`` (a name is resolved off the loop)."""
     loop = asyncio.get_running_loop()
-    try:
-        literal = ipaddress.ip_address(host.strip("[]"))
-        family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
-        addresses: list[tuple[socket.AddressFamily, Any]] = [(family, (str(literal), port))]
-    except ValueError:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = [(info[0], info[4]) for info in infos]
     failure: OSError = OSError(f"{host} has no address")
-    for family, address in addresses:
+    for family, _, _, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
