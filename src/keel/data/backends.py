@@ -19,6 +19,7 @@ from keel.core.hashing import CHUNK, is_sha256, sha256_file
 from keel.errors import ArtifactCorruptedError, NotFoundError, StoreError
 
 if TYPE_CHECKING:
+    from keel.data.arrival import Arrival
     from keel.data.remote import Remote
 
 T = TypeVar("T")
@@ -144,6 +145,23 @@ class LocalBackend(_Threaded):
         advance(size)
         return digest
 
+    def receives_into(self) -> bool:
+        return True
+
+    async def download_into(
+        self, sha256: str, arrival: Arrival, advance: Callable[[int], None]
+    ) -> None:
+        advance(await self._call(self._download_into, sha256, arrival))
+
+    def _download_into(self, sha256: str, arrival: Arrival) -> int:
+        try:
+            with open(self.path_of(sha256), "rb", buffering=0) as source:
+                while n := source.readinto(view := arrival.buffer()):
+                    arrival.take(view[:n])
+        except FileNotFoundError:
+            raise self._not_found(sha256) from None
+        return arrival.size
+
     def _download(self, sha256: str, dest: Path) -> tuple[int, str]:
         digest = hashlib.sha256()
         try:
@@ -153,10 +171,13 @@ class LocalBackend(_Threaded):
                     out.write(chunk)
                 return out.tell(), digest.hexdigest()
         except FileNotFoundError:
-            raise NotFoundError(
-                f"object {sha256} is not on remote '{self.remote.name}' ({self.remote.url}); "
-                "push it from a machine whose cache has it"
-            ) from None
+            raise self._not_found(sha256) from None
+
+    def _not_found(self, sha256: str) -> NotFoundError:
+        return NotFoundError(
+            f"object {sha256} is not on remote '{self.remote.name}' ({self.remote.url}); "
+            "push it from a machine whose cache has it"
+        )
 
     async def delete(self, hashes: list[str]) -> None:
         await self._call(self._delete, [self.path_of(sha) for sha in hashes])
@@ -288,6 +309,14 @@ class FsspecBackend(_Threaded):
         size = await self._call(self._download, sha256, dest)
         advance(size)
         return None
+
+    def receives_into(self) -> bool:
+        return False  # fsspec writes whole files itself: `download`
+
+    async def download_into(
+        self, sha256: str, arrival: Arrival, advance: Callable[[int], None]
+    ) -> None:
+        raise RuntimeError("an fsspec remote downloads whole files: use download")
 
     def _download(self, sha256: str, dest: Path) -> int:
         try:

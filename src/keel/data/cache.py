@@ -208,6 +208,22 @@ class DataCache:
             return None
         return DirectWriter.open(folder)
 
+    def download_writer(self, size: int) -> DirectWriter | None:
+        """Somewhere to write a downloaded object of ``size`` bytes with direct I/O as it
+        arrives (then `publish`); None where it is small or direct I/O is unavailable."""
+        if size < DIRECT_BYTES:
+            return None
+        folder = self.root / "tmp"
+        self._ensure_dir(folder)
+        return DirectWriter.open(folder)
+
+    def copies_to_workspace(self) -> bool:
+        """Whether workspace files are made from objects by copying their bytes (no hard
+        link, no working reflink configured before ``copy``)."""
+        folder = self.root / "tmp"
+        self._ensure_dir(folder)
+        return self.linker.copies(None, folder)
+
     def publish(self, writer: DirectWriter, sha256: str) -> os.stat_result | None:
         """Name what ``writer`` holds (bytes that hashed to ``sha256``) as that object; its
         stat, or None when the object was already there."""
@@ -266,10 +282,7 @@ class DataCache:
             digest, _ = sha256_file(src)
         if digest != sha256:
             Path(src).unlink(missing_ok=True)
-            raise ArtifactCorruptedError(
-                f"object {sha256} as downloaded hashes to {digest} (tampered or truncated); "
-                "it was refused — check the remote's copy, or push it again from a good cache"
-            )
+            raise refused_download(sha256, digest)
         os.chmod(src, 0o444)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, target)
@@ -328,6 +341,13 @@ class DataCache:
         finally:
             temp.unlink(missing_ok=True)
         return how
+
+
+def refused_download(sha256: str, digest: str) -> ArtifactCorruptedError:
+    return ArtifactCorruptedError(
+        f"object {sha256} as downloaded hashes to {digest} (tampered or truncated); "
+        "it was refused — check the remote's copy, or push it again from a good cache"
+    )
 
 
 def cache_for(project: Project) -> DataCache:

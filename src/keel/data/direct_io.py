@@ -76,6 +76,24 @@ class DirectWriter:
             self._buffered()
         self._pending = self._pool.submit(self._write, view, offset)
 
+    def write_now(self, view: memoryview) -> None:
+        """Write ``view`` (bytes in a buffer from `next_buffer`) as the file's next bytes on
+        the calling thread, returning once they are written."""
+        self._wait()
+        offset, self._offset = self._offset, self._offset + len(view)
+        if len(view) % ALIGN:  # the tail: direct I/O cannot write a partial block
+            self._buffered()
+        try:
+            self._write(view, offset)
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def restart(self) -> None:
+        """Drop every byte written so far (a download starts again)."""
+        self._wait()
+        os.ftruncate(self._fd, 0)
+        self._offset = 0
+
     def publish(self, target: Path) -> os.stat_result | None:
         """Name the file ``target`` once every byte is on its way; its stat, or None (and the
         file dropped) when ``target`` exists already."""
@@ -108,8 +126,10 @@ class DirectWriter:
             try:
                 pending.result()
             except OSError as exc:
-                where = f"the data cache at {self._folder}"
-                raise StoreError(f"cannot write into {where}: {exc}") from exc
+                raise self._failed(exc) from exc
+
+    def _failed(self, exc: OSError) -> StoreError:
+        return StoreError(f"cannot write into the data cache at {self._folder}: {exc}")
 
     def _write(self, view: memoryview, offset: int) -> None:
         while view:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -132,10 +133,11 @@ class Linker:
             return None
         return None
 
-    def copies(self, src: Path, folder: Path) -> bool:
-        """Whether a file made in ``folder`` from ``src`` would be a copy of its bytes (not a
-        hard link, not a reflink). Whether reflinks work here is learned, if not yet known, by
-        cloning ``src`` into an unnamed file that is then dropped."""
+    def copies(self, src: Path | None, folder: Path) -> bool:
+        """Whether a file made in ``folder`` from ``src`` (None: from any file there) would be
+        a copy of its bytes (not a hard link, not a reflink). Whether reflinks work here is
+        learned, if not yet known, by cloning ``src`` (or a one-block probe file) into an
+        unnamed file that is then dropped."""
         for how in self.links:
             if how == "hardlink":
                 return False
@@ -147,7 +149,17 @@ class Linker:
                 return False
         return False
 
-    def _probe_reflink(self, src: Path, folder: Path) -> None:
+    def _probe_reflink(self, src: Path | None, folder: Path) -> None:
+        if src is None:
+            probe = folder / f".reflink-probe-{os.getpid()}-{threading.get_ident()}"
+            try:
+                probe.write_bytes(bytes(4096))
+                self._probe_reflink(probe, folder)
+            except OSError:
+                pass  # unknown still: the caller keeps to the usual path
+            finally:
+                probe.unlink(missing_ok=True)
+            return
         try:
             fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o444)
         except (AttributeError, OSError):

@@ -33,6 +33,7 @@ from keel.errors import InvalidInputError, NotFoundError, StoreError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from keel.data.arrival import Arrival, Copies
     from keel.data.cache import DataCache
     from keel.data.pointer import Pointer
     from keel.data.transfer import TransferProgress, TransferReport
@@ -119,10 +120,12 @@ class Remote:
         sizes: Mapping[str, int] | None = None,
         progress: TransferProgress | None = None,
         stored: Callable[[str], None] | None = None,
+        copies: Copies | None = None,
     ) -> TransferReport:
         """Download the objects of ``hashes`` that the cache lacks; each is sha256-verified
         before it enters the cache (and ``stored`` is told). ``sizes`` (when known) sizes
-        the progress bar."""
+        the progress bar; ``copies`` names workspace files a large object's bytes may be
+        written to as they arrive (keel.data.arrival)."""
         from keel.data import transfer
 
         return transfer.pull(
@@ -133,6 +136,7 @@ class Remote:
             sizes=sizes,
             progress=progress,
             stored=stored,
+            copies=copies,
         )
 
 
@@ -242,6 +246,16 @@ class Backend(Protocol):
     async def download(self, sha256: str, dest: Path, advance: Callable[[int], None]) -> str | None:
         """Write object ``sha256`` to the local file ``dest`` (unverified: the cache checks);
         returns the sha256 of the bytes written when they were hashed on the way, else None."""
+        ...
+
+    def receives_into(self) -> bool:
+        """Whether `download_into` works with this backend (else: `download`)."""
+        ...
+
+    async def download_into(
+        self, sha256: str, arrival: Arrival, advance: Callable[[int], None]
+    ) -> None:
+        """Receive object ``sha256`` into ``arrival`` (unverified: its `finish` checks)."""
         ...
 
     async def delete(self, hashes: list[str]) -> None: ...

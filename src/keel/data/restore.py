@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from keel.data.tree import ProgressFn, Scan, remember_written, scan
 from keel.errors import NotFoundError, StateError, StoreError
 
 if TYPE_CHECKING:
+    from keel.data.arrival import Copies
     from keel.data.remote import Remote
     from keel.data.transfer import TransferProgress
     from keel.project import Project
@@ -99,7 +100,8 @@ def checkout(
         done = [0]
         with _Writers(jobs or os.cpu_count() or 1) as pool:
             early = _EarlyWrites(root, cache, [p for p in plans if p.current is None], pool)
-            fetcher.fetch(wanted, pending, stored=early.ready)
+            sizes = {sha: size for plan in plans for _, sha, size in plan.writes}
+            fetcher.fetch(wanted, pending, stored=early.ready, sizes=sizes, copies=early.claim)
             _verify(cache, stats, wanted - fetcher.fetched, jobs)
             early.submit_rest()
             for plan in plans:
@@ -236,12 +238,22 @@ class _Fetcher:
         hashes: set[str],
         pending: list[tuple[Pointer, Scan | None]],
         stored: Callable[[str], None] | None = None,
+        sizes: Mapping[str, int] | None = None,
+        copies: Copies | None = None,
     ) -> None:
         missing = hashes - self.cache.present(hashes)
         if not missing:
             return
         remote = self._remote_or_fail(missing, pending)
-        remote.pull(self.cache, missing, jobs=self.jobs, progress=self.progress, stored=stored)
+        remote.pull(
+            self.cache,
+            missing,
+            jobs=self.jobs,
+            sizes=sizes,
+            progress=self.progress,
+            stored=stored,
+            copies=copies,
+        )
         still = sorted(missing - self.cache.present(missing))
         if still:
             raise NotFoundError(
@@ -333,13 +345,15 @@ class _Writers:
 
 class _EarlyWrites:
     """The files of ``plans`` — tracked paths with nothing in the workspace yet, so nothing
-    to lose — written on ``pool`` as soon as their objects are in the cache."""
+    to lose — written on ``pool`` as soon as their objects are in the cache, or by the
+    download itself as the bytes arrive (`claim`)."""
 
     def __init__(self, root: Path, cache: DataCache, plans: list[_Plan], pool: _Writers) -> None:
         self.root, self.cache, self.pool = root, cache, pool
-        # sha256 -> (tracked path, file, size) still waiting for the object; futures by
-        # tracked path
+        # sha256 -> (tracked path, file, size) still waiting for the object, and those the
+        # download writes; futures by tracked path
         self.waiting: dict[str, list[tuple[str, str, int]]] = {}
+        self.claimed: dict[str, list[tuple[str, str, int]]] = {}
         self.futures: dict[str, list[Future[_Written]]] = {p.pointer.path: [] for p in plans}
         self._lock = threading.Lock()
         for plan in plans:
@@ -348,11 +362,22 @@ class _EarlyWrites:
             for rel, sha, size in plan.writes:
                 self.waiting.setdefault(sha, []).append((plan.pointer.path, rel, size))
 
+    def claim(self, sha: str) -> list[Path]:
+        """The files waiting for object ``sha``, handed to its download to write (they are
+        named before `ready` is called for it)."""
+        with self._lock:
+            files = self.waiting.pop(sha, [])
+            self.claimed[sha] = files
+        return [self.root / rel for _, rel, _ in files]
+
     def ready(self, sha: str) -> None:
         """Object ``sha`` is in the cache, verified (called from transfer threads)."""
         with self._lock:
-            files = self.waiting.pop(sha, [])
-            for tracked, rel, size in files:
+            for tracked, rel, _ in self.claimed.pop(sha, []):
+                done: Future[_Written] = Future()
+                done.set_result((rel, os.stat(self.root / rel), sha, "copy"))
+                self.futures[tracked].append(done)
+            for tracked, rel, size in self.waiting.pop(sha, []):
                 future = self.pool.submit(size, self.cache, self.root, rel, sha)
                 self.futures[tracked].append(future)
 

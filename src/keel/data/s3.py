@@ -31,6 +31,7 @@ from keel.data.s3_connection import S3Connection
 from keel.errors import InvalidInputError, NotFoundError, StoreError
 
 if TYPE_CHECKING:
+    from keel.data.arrival import Arrival
     from keel.data.remote import Remote
     from keel.data.s3http import Body
 
@@ -259,6 +260,17 @@ class S3Backend:
             raise self._not_found(sha256) from None
         advance(dest.stat().st_size)
         return None
+
+    def receives_into(self) -> bool:
+        objects = self.conn.objects
+        return objects is not None and objects.receives_directly
+
+    async def download_into(
+        self, sha256: str, arrival: Arrival, advance: Callable[[int], None]
+    ) -> None:
+        if self.conn.objects is None:
+            raise RuntimeError("this S3 remote downloads through botocore: use download")
+        await self._fast(self.conn.objects.get_into(self.key(sha256), arrival, advance), sha256)
 
     async def _fast(self, request: Any, sha256: str | None, src: Body | None = None) -> Any:
         """Await an s3http request — about object ``sha256``, or a listing (None) —

@@ -1,4 +1,5 @@
-"""One HTTP/1.1 PUT whose body the client does not copy, for keel.data.s3http.
+"""One HTTP/1.1 PUT whose body the client does not copy, and one GET whose body lands in the
+caller's buffers, for keel.data.s3http.
 
 Uploading through aiohttp reads a cache file into Python block by block and writes each block
 to the socket, and an in-memory body gets copied into the transport's buffer: two copies of
@@ -9,6 +10,10 @@ keel.data.packs) is written to the socket straight from its buffer. Only for pla
 endpoints reached without a proxy — TLS needs the bytes in user space — and the rest stays on
 aiohttp. Each upload opens its own connection and closes it after the answer: such bodies are
 large and few, a connection is cheap.
+
+A large download (`get`) is received straight into the caller's page-aligned buffers
+(keel.data.arrival), each block handed on — hashed and written — on a worker thread while the
+next one arrives: no chunk objects, no copy in Python.
 """
 
 from __future__ import annotations
@@ -19,10 +24,23 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 SEGMENT = 16 << 20  # progress is reported after each segment of this many bytes
 CONNECT_TIMEOUT = 30.0
 IO_TIMEOUT = 300.0  # no progress for this long (a segment sent, the answer read) fails
+
+
+HEAD_LIMIT = 64 << 10  # an answer's status line and headers must fit in this many bytes
+
+
+class Receiver(Protocol):
+    """Where a GET's body goes: `buffer` gives the space for the next bytes, `take` (called on
+    a worker thread) the bytes received into it."""
+
+    def buffer(self) -> memoryview: ...
+
+    def take(self, view: memoryview) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,133 @@ async def put(
         sock.close()
         raise
     return await _answer_on(sock, IO_TIMEOUT)
+
+
+async def get(
+    host: str,
+    port: int,
+    target: str,
+    headers: Mapping[str, str],
+    receiver: Receiver,
+    advance: Callable[[int], None],
+) -> Answer:
+    """GET ``target`` from ``host:port``; a 200 answer's body goes to ``receiver`` (its
+    Answer has an empty body), any other answer is returned whole. ``advance`` is called with
+    the bytes received as they come. A connection error or a cut-off body raises OSError."""
+    loop = asyncio.get_running_loop()
+    sock = await asyncio.wait_for(_connect(host, port), CONNECT_TIMEOUT)
+    lines = [f"GET {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
+    head = "\r\n".join([*lines, "Connection: close", "", ""]).encode("latin-1")
+    try:
+        async with asyncio.timeout(IO_TIMEOUT):
+            await loop.sock_sendall(sock, head)
+            raw, rest = await _head_on(sock)
+        answer = _parse_head(raw)
+        length = answer.headers.get("content-length", "")
+        chunked = "chunked" in answer.headers.get("transfer-encoding", "").lower()
+        if answer.status != 200 or chunked or not length.isdigit():
+            # An error, or a body framed otherwise: read it all and parse it as usual.
+            whole = await _until_close(sock, raw + rest)
+            reader = asyncio.StreamReader()
+            reader.feed_data(whole)
+            reader.feed_eof()
+            answer = await read_answer(reader)
+            if answer.status == 200:
+                await _deliver(memoryview(answer.body), receiver)
+                advance(len(answer.body))
+                return Answer(200, answer.headers, b"")
+            return answer
+        await _receive(sock, rest, int(length), receiver, advance)
+        return answer
+    finally:
+        sock.close()
+
+
+async def _head_on(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(the answer's head, up to and including the blank line; the bytes read past it)."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    while (end := data.find(b"\r\n\r\n")) < 0:
+        if len(data) > HEAD_LIMIT:
+            raise ConnectionError("unreadable HTTP response: its head is too long")
+        more = await loop.sock_recv(sock, HEAD_LIMIT)
+        if not more:
+            raise ConnectionError("the server closed the connection mid-answer")
+        data += more
+    return data[: end + 4], data[end + 4 :]
+
+
+def _parse_head(raw: bytes) -> Answer:
+    lines = raw[:-4].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ConnectionError(f"not an HTTP response: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Answer(int(parts[1]), headers, b"")
+
+
+async def _until_close(sock: socket.socket, data: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    chunks = [data]
+    async with asyncio.timeout(IO_TIMEOUT):
+        while more := await loop.sock_recv(sock, 1 << 20):
+            chunks.append(more)
+    return b"".join(chunks)
+
+
+async def _receive(
+    sock: socket.socket,
+    first: bytes,
+    length: int,
+    receiver: Receiver,
+    advance: Callable[[int], None],
+) -> None:
+    """Receive ``length`` body bytes (``first`` already read) into the receiver's buffers,
+    each full buffer taken on a worker thread while the next one fills."""
+    loop = asyncio.get_running_loop()
+    taking: asyncio.Future[None] | None = None
+    got = 0
+    try:
+        while got < length:
+            view = receiver.buffer()
+            room = min(len(view), length - got)
+            filled = len(first[:room])
+            view[:filled] = first[:filled]
+            first = first[filled:]
+            async with asyncio.timeout(IO_TIMEOUT):
+                while filled < room:
+                    n = await loop.sock_recv_into(sock, view[filled:room])
+                    if not n:
+                        raise ConnectionError(
+                            f"the server closed the connection after {got + filled} of "
+                            f"{length} bytes"
+                        )
+                    filled += n
+            if taking is not None:
+                await taking  # one block in flight: blocks stay in order, buffers free
+            taking = loop.run_in_executor(None, receiver.take, view[:filled])
+            got += filled
+            advance(filled)
+    except BaseException:
+        if taking is not None:  # let the block in flight end before its buffer is dropped
+            with contextlib.suppress(Exception):
+                await taking
+        raise
+    if taking is not None:
+        await taking
+
+
+async def _deliver(body: memoryview, receiver: Receiver) -> None:
+    loop = asyncio.get_running_loop()
+    while body:
+        view = receiver.buffer()
+        n = min(len(view), len(body))
+        view[:n] = body[:n]
+        await loop.run_in_executor(None, receiver.take, view[:n])
+        body = body[n:]
 
 
 async def _connect(host: str, port: int) -> socket.socket:
@@ -134,15 +279,8 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
     """The status, headers and body of one HTTP/1.1 response (Content-Length, chunked, or
     until the connection closes). A cut-off response raises ConnectionError."""
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head[:-4].decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            raise ConnectionError(f"not an HTTP response: {lines[0][:80]!r}")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        head = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+        headers = head.headers
         if "chunked" in headers.get("transfer-encoding", "").lower():
             body = await _chunked(reader)
         elif "content-length" in headers:
@@ -153,7 +291,7 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
         raise ConnectionError("the server closed the connection mid-answer") from exc
     except (asyncio.LimitOverrunError, ValueError) as exc:
         raise ConnectionError(f"unreadable HTTP response: {exc}") from exc
-    return Answer(int(parts[1]), headers, bytes(body))
+    return Answer(head.status, headers, bytes(body))
 
 
 async def _chunked(reader: asyncio.StreamReader) -> bytes:

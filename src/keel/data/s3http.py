@@ -36,6 +36,8 @@ from keel.data.s3_signing import EMPTY_SHA256, Signer, canonical_query
 if TYPE_CHECKING:
     import aiohttp
 
+    from keel.data.arrival import Arrival
+
 T = TypeVar("T")
 Body = Path | bytes | memoryview  # what a PUT sends: a file, or bytes in memory
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
@@ -199,6 +201,37 @@ class ObjectClient:
             advance(-written[0])
 
         return await _retrying(once, undo)
+
+    @property
+    def receives_directly(self) -> bool:
+        """Whether `get_into` works here (plain HTTP without a proxy)."""
+        return self._direct_to is not None
+
+    async def get_into(self, key: str, arrival: Arrival, advance: Callable[[int], None]) -> None:
+        """Download ``key`` into ``arrival`` (keel.data.arrival) on a raw connection; only
+        where `receives_directly`. A failed attempt is started again from the first byte."""
+        from keel.data.s3_sendfile import get
+
+        if self._direct_to is None:
+            raise RuntimeError("get_into needs a plain-HTTP endpoint without a proxy")
+        host, port = self._direct_to
+        received = [0]
+
+        def moved(nbytes: int) -> None:
+            received[0] += nbytes
+            advance(nbytes)
+
+        async def once() -> None:
+            headers = await self._signed("GET", key, {}, EMPTY_SHA256)
+            answer = await get(host, port, self._path(key), headers, arrival, moved)
+            _raise_unless(answer.status, (200,), answer.body)
+
+        def undo() -> None:
+            advance(-received[0])
+            received[0] = 0
+            arrival.restart()
+
+        await _retrying(once, undo)
 
     async def head(self, key: str) -> int | None:
         """The size of object ``key``; None when there is no such object (404)."""

@@ -40,10 +40,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from keel.data import packs
+from keel.data.arrival import Arrival
 from keel.data.inventory import checked, find_missing, run, with_backend
 from keel.errors import ArtifactCorruptedError, KeelError, NotFoundError, StoreError
 
 if TYPE_CHECKING:
+    from keel.data.arrival import Copies
     from keel.data.cache import DataCache
     from keel.data.remote import Backend, Remote
 
@@ -140,11 +142,14 @@ def pull(
     sizes: Mapping[str, int] | None = None,
     progress: TransferProgress | None = None,
     stored: Callable[[str], None] | None = None,
+    copies: Copies | None = None,
 ) -> TransferReport:
     """Download the objects of ``hashes`` that ``cache`` lacks, ``jobs`` at a time; each is
     sha256-verified before it enters the cache. ``sizes`` (sha256 -> bytes, when known)
-    gives the progress bar its byte total up front; ``stored`` is told each object as it
-    enters the cache (on the transferring thread or a worker thread).
+    gives the progress bar its byte total up front and lets a large object be received as it
+    arrives (keel.data.arrival) — into the cache with direct I/O and into the workspace files
+    ``copies`` names for it; ``stored`` is told each object as it enters the cache (on the
+    transferring thread or a worker thread), after its copies were named.
 
     >>> pull(remote, cache, ["9f2c..."], jobs=8).transferred   # doctest: +SKIP
     1
@@ -165,7 +170,7 @@ def pull(
         bar.start(len(order), sum(known.get(sha, 0) for sha in order))
         moved = [0]
         transfers = [
-            _download_loose(backend, cache, sha, known.get(sha, 0), bar, moved, tell)
+            _download_loose(backend, cache, sha, known.get(sha, 0), bar, moved, tell, copies)
             for sha in loose
         ]
         storing = asyncio.Semaphore(STORE_AT_ONCE)
@@ -246,8 +251,19 @@ def _download_loose(
     bar: TransferProgress,
     moved: list[int],
     stored: Callable[[str], None],
+    copies: Copies | None,
 ) -> _Work:
     async def run() -> None:
+        arrival = Arrival.open(cache, sha, size, copies) if backend.receives_into() else None
+        if arrival is not None:
+            try:
+                await backend.download_into(sha, arrival, bar.advance)
+                arrival.finish()
+            finally:
+                arrival.discard()
+            moved[0] += arrival.size
+            stored(sha)
+            return
         temp = cache.new_temp(sha)
         try:
             digest = await backend.download(sha, temp, bar.advance)
