@@ -267,6 +267,38 @@ def test_a_damaged_packed_object_is_refused_and_the_others_arrive(
         assert target.read_bytes(sha) == objects[sha]
 
 
+def test_ranges_read_one_after_another_into_one_buffer_hold_their_own_bytes(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keel.data.transfer as transfer
+
+    monkeypatch.setattr(transfer, "PACK_BUFFERS", 1)  # every range reuses the same buffer
+    monkeypatch.setattr(packs, "READ_GAP", 0)
+    source = new_cache(tmp_path / "a")
+    objects = sorted(fill(source, [5000 + i for i in range(60)]))
+    remote.push(source, objects)
+    target = new_cache(tmp_path / "b")
+    wanted = objects[::3]  # twenty separate ranges of different lengths
+    assert remote.pull(target, wanted).transferred == len(wanted)
+    for sha in wanted:
+        assert target.read_bytes(sha) == (source.read_bytes(sha))
+
+
+def test_a_truncated_pack_is_one_clear_error_and_stores_nothing_of_it(
+    remote: Remote, tmp_path: Path
+) -> None:
+    source = new_cache(tmp_path / "a")
+    objects = fill(source, [3000] * 40)
+    remote.push(source, objects)
+    [(pack, _)] = contents(remote).packs.items()
+    whole = packs_bytes(remote, pack)
+    replace_blob(remote, packs.pack_name(pack), whole[: len(whole) // 2])
+    target = new_cache(tmp_path / "b")
+    with pytest.raises(StoreError, match=pack):
+        remote.pull(target, objects)
+    assert set(target.objects()) == set()
+
+
 def test_a_pack_without_its_index_is_invisible_and_a_rerun_sends_again(
     remote: Remote, tmp_path: Path
 ) -> None:

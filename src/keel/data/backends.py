@@ -209,6 +209,24 @@ class LocalBackend(_Threaded):
         except FileNotFoundError:
             raise NotFoundError(f"{path} is not on {self.remote.describe()}") from None
 
+    async def get_blob_into(self, name: str, start: int, buffer: memoryview) -> None:
+        await self._call(self._get_blob_into, self.root / name, start, buffer)
+
+    def _get_blob_into(self, path: Path, start: int, buffer: memoryview) -> None:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                f.seek(start)
+                filled = 0
+                while filled < len(buffer) and (n := f.readinto(buffer[filled:])):
+                    filled += n
+        except FileNotFoundError:
+            raise NotFoundError(f"{path} is not on {self.remote.describe()}") from None
+        if filled < len(buffer):
+            raise StoreError(
+                f"{path} on {self.remote.describe()} ended {len(buffer) - filled} bytes short "
+                "of a read; it is damaged or truncated — push again"
+            )
+
     async def list_blobs(self, folder: str) -> dict[str, tuple[int, float | None]]:
         return await self._call(self._list_blobs, folder)
 
@@ -358,6 +376,9 @@ class FsspecBackend(_Threaded):
         except FileNotFoundError:
             raise NotFoundError(f"{name} is not on {self.remote.describe()}") from None
         return bytes(data)
+
+    async def get_blob_into(self, name: str, start: int, buffer: memoryview) -> None:
+        raise RuntimeError("an fsspec remote reads whole ranges: use get_blob")
 
     async def list_blobs(self, folder: str) -> dict[str, tuple[int, float | None]]:
         return await self._call(self._list_blobs, folder)

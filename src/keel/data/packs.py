@@ -273,7 +273,10 @@ def _span(pack: str, run: list[tuple[str, int, int]]) -> Span:
 
 
 def store(
-    cache: DataCache, span: Span, data: bytes, stored: Callable[[str], None] | None = None
+    cache: DataCache,
+    span: Span,
+    data: bytes | memoryview,
+    stored: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Put each member of ``span`` (read as ``data``) into the cache after checking its hash,
     telling ``stored`` of each; returns the members that hashed wrong (not stored)."""

@@ -271,6 +271,11 @@ class Backend(Protocol):
         """``length`` bytes of blob ``name`` from ``start`` (all of it when None)."""
         ...
 
+    async def get_blob_into(self, name: str, start: int, buffer: memoryview) -> None:
+        """Fill ``buffer`` with the bytes of blob ``name`` from ``start``; only where
+        `receives_into`. A blob that ends first raises StoreError."""
+        ...
+
     async def list_blobs(self, folder: str) -> dict[str, tuple[int, float | None]]:
         """name -> (size, modified: seconds since the epoch, None when unknown) of the
         complete blobs directly under ``folder``."""

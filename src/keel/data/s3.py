@@ -332,6 +332,12 @@ class S3Backend:
         async with answer["Body"] as stream:
             return bytes(await stream.read())
 
+    async def get_blob_into(self, name: str, start: int, buffer: memoryview) -> None:
+        if self.conn.objects is None:
+            raise RuntimeError("this S3 remote reads through botocore: use get_blob")
+        key = f"{self.prefix}{name}"
+        await self._fast(self.conn.objects.get_range_into(key, start, buffer), name)
+
     async def list_blobs(self, folder: str) -> dict[str, tuple[int, float | None]]:
         start = f"{self.prefix}{folder}/"
         found: dict[str, tuple[int, float | None]] = {}

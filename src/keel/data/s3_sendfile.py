@@ -93,10 +93,12 @@ async def get(
     headers: Mapping[str, str],
     receiver: Receiver,
     advance: Callable[[int], None],
+    ok: tuple[int, ...] = (200,),
 ) -> Answer:
-    """GET ``target`` from ``host:port``; a 200 answer's body goes to ``receiver`` (its
-    Answer has an empty body), any other answer is returned whole. ``advance`` is called with
-    the bytes received as they come. A connection error or a cut-off body raises OSError."""
+    """GET ``target`` from ``host:port``; the body of an answer with a status in ``ok`` goes
+    to ``receiver`` (its Answer has an empty body), any other answer is returned whole.
+    ``advance`` is called with the bytes received as they come. A connection error or a
+    cut-off body raises OSError."""
     loop = asyncio.get_running_loop()
     sock = await asyncio.wait_for(_connect(host, port), CONNECT_TIMEOUT)
     lines = [f"GET {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
@@ -108,22 +110,37 @@ async def get(
         answer = _parse_head(raw)
         length = answer.headers.get("content-length", "")
         chunked = "chunked" in answer.headers.get("transfer-encoding", "").lower()
-        if answer.status != 200 or chunked or not length.isdigit():
-            # An error, or a body framed otherwise: read it all and parse it as usual.
+        if answer.status not in ok or chunked or not length.isdigit():
+            # An error, or a body framed otherwise (S3 gives a length for objects): read it
+            # all and parse it as usual.
             whole = await _until_close(sock, raw + rest)
             reader = asyncio.StreamReader()
             reader.feed_data(whole)
             reader.feed_eof()
             answer = await read_answer(reader)
-            if answer.status == 200:
+            if answer.status in ok:
                 await _deliver(memoryview(answer.body), receiver)
                 advance(len(answer.body))
-                return Answer(200, answer.headers, b"")
+                return Answer(answer.status, answer.headers, b"")
             return answer
         await _receive(sock, rest, int(length), receiver, advance)
         return answer
     finally:
         sock.close()
+
+
+class Region:
+    """A Receiver filling one buffer from its start (a ranged read of known length)."""
+
+    def __init__(self, buffer: memoryview) -> None:
+        self._buffer = buffer
+        self.filled = 0
+
+    def buffer(self) -> memoryview:
+        return self._buffer[self.filled :]
+
+    def take(self, view: memoryview) -> None:
+        self.filled += len(view)
 
 
 async def _head_on(sock: socket.socket) -> tuple[bytes, bytes]:
@@ -176,6 +193,8 @@ async def _receive(
     try:
         while got < length:
             view = receiver.buffer()
+            if not view:
+                raise ConnectionError(f"the answer holds more than the {got} bytes expected")
             room = min(len(view), length - got)
             filled = len(first[:room])
             view[:filled] = first[:filled]
@@ -207,6 +226,8 @@ async def _deliver(body: memoryview, receiver: Receiver) -> None:
     loop = asyncio.get_running_loop()
     while body:
         view = receiver.buffer()
+        if not view:
+            raise ConnectionError("the answer holds more bytes than expected")
         n = min(len(view), len(body))
         view[:n] = body[:n]
         await loop.run_in_executor(None, receiver.take, view[:n])

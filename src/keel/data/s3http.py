@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from keel.data.s3_signing import EMPTY_SHA256, Signer, canonical_query
+from keel.errors import StoreError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -233,6 +234,31 @@ class ObjectClient:
 
         await _retrying(once, undo)
 
+    async def get_range_into(self, key: str, start: int, buffer: memoryview) -> None:
+        """Read ``len(buffer)`` bytes of ``key`` from ``start`` into ``buffer`` on a raw
+        connection; only where `receives_directly`."""
+        from keel.data.s3_sendfile import Region, get
+
+        if self._direct_to is None:
+            raise RuntimeError("get_range_into needs a plain-HTTP endpoint without a proxy")
+        if not buffer:
+            return
+        host, port = self._direct_to
+        wanted = {"Range": f"bytes={start}-{start + len(buffer) - 1}"}
+
+        async def once() -> None:
+            region = Region(buffer)
+            headers = await self._signed("GET", key, wanted, EMPTY_SHA256)
+            answer = await get(host, port, self._path(key), headers, region, _nothing_moved, (206,))
+            _raise_unless(answer.status, (206,), answer.body)
+            if region.filled != len(buffer):  # a complete answer, yet short: not worth retrying
+                raise StoreError(
+                    f"{key} answered {region.filled} bytes for a read of {len(buffer)}; it is "
+                    "damaged or truncated — push again"
+                )
+
+        await _retrying(once)
+
     async def head(self, key: str) -> int | None:
         """The size of object ``key``; None when there is no such object (404)."""
 
@@ -432,6 +458,10 @@ def _error(status: int, payload: bytes) -> S3ResponseError:
 def _raise_unless(status: int, good: tuple[int, ...], payload: bytes) -> None:
     if status not in good:
         raise _error(status, payload)
+
+
+def _nothing_moved(nbytes: int) -> None:
+    pass
 
 
 def _nothing() -> None:

@@ -174,8 +174,10 @@ def pull(
             for sha in loose
         ]
         storing = asyncio.Semaphore(STORE_AT_ONCE)
+        buffers = _PackBuffers(PACK_BUFFERS)
         transfers += [
-            _download_span(backend, cache, span, bar, moved, tell, storing) for span in reads
+            _download_span(backend, cache, span, bar, moved, tell, storing, buffers)
+            for span in reads
         ]
         await _run_all(transfers, jobs, bar, "pull", remote)
         return TransferReport(len(order), moved[0], len(wanted) - len(order), _since(started))
@@ -228,7 +230,8 @@ def _upload_pack(
 
 
 class _PackBuffers:
-    """The buffers packs are read into, each lent to one pack at a time and then reused."""
+    """The buffers packs are built in (push) or ranges of packs read into (pull), each lent
+    to one pack or range at a time and then reused."""
 
     def __init__(self, count: int) -> None:
         self._gate = asyncio.Semaphore(count)
@@ -290,9 +293,22 @@ def _download_span(
     moved: list[int],
     stored: Callable[[str], None],
     storing: asyncio.Semaphore,
+    buffers: _PackBuffers,
 ) -> _Work:
+    length = span.end - span.start
+
     async def run() -> None:
-        data = await backend.get_blob(packs.pack_name(span.pack), span.start, span.end - span.start)
+        if backend.receives_into() and length <= packs.BUFFER_BYTES:
+            # Into a reused buffer: no fresh 32 MB allocation per read.
+            async with buffers.lend() as buffer:
+                data = memoryview(buffer)[:length]
+                await backend.get_blob_into(packs.pack_name(span.pack), span.start, data)
+                await store(data)
+        else:
+            await store(await backend.get_blob(packs.pack_name(span.pack), span.start, length))
+        moved[0] += sum(size for _, _, size in span.members)
+
+    async def store(data: bytes | memoryview) -> None:
         bar.advance(len(data))
         loop = asyncio.get_running_loop()
         async with storing:
@@ -303,12 +319,11 @@ def _download_span(
                 f"differently than their names (first: {bad[0]}); they were refused — push "
                 "them again from a clone whose cache holds them"
             )
-        moved[0] += sum(size for _, _, size in span.members)
 
     first = span.members[0][0]
     return _Work(
         f"object {first} (and {len(span.members) - 1} more from pack {span.pack})",
-        span.end - span.start,
+        length,
         len(span.members),
         run,
     )
