@@ -141,6 +141,27 @@ def test_diff_applied_to_the_commit_restores_the_working_tree(tmp_path: Path) ->
         assert (clone / name).read_bytes() == (repo / name).read_bytes()
 
 
+def test_a_change_in_the_second_the_index_was_written_is_in_the_diff(tmp_path: Path) -> None:
+    """Git trusts a file whose size and (whole-second) times match its index entry unless
+    the entry is as new as the index file itself ("racy git"): the diff must be taken with
+    the index's own mtime, even when captured a second later."""
+    import os
+    import time
+
+    for attempt in range(10):
+        repo = make_repo(tmp_path / f"repo{attempt}")
+        (repo / "tracked.py").write_text("x = 2\n")  # same size as the committed "x = 1"
+        index_second = int(os.stat(repo / ".git" / "index").st_mtime)
+        if int(os.stat(repo / "tracked.py").st_ctime) == index_second:
+            break
+    else:
+        pytest.skip("could not commit and edit within one second")
+    time.sleep(max(0.0, index_second + 1.05 - time.time()))  # capture in a later second
+    state = capture_git(repo)
+    assert state.diff is not None
+    assert "+x = 2" in state.diff.decode()
+
+
 def test_untracked_only_is_dirty(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     (repo / "notes.md").write_text("todo\n")

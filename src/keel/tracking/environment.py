@@ -159,7 +159,10 @@ def _diff(toplevel: Path, commit: str | None, untracked: list[str]) -> bytes | N
         temp_index = Path(tmp) / "index"
         real_index = Path(index.decode().strip()) if index else None
         if real_index is not None and real_index.is_file():
-            shutil.copyfile(real_index, temp_index)
+            # copy2 keeps the index's mtime, which git compares with each entry's to spot
+            # files changed in the same second as the index was written ("racy git"); a
+            # newer copy would make those look unchanged.
+            shutil.copy2(real_index, temp_index)
         env = {"GIT_INDEX_FILE": str(temp_index)}
         if small:
             listing = "\0".join(small).encode("utf-8", "surrogateescape")
