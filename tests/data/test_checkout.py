@@ -278,18 +278,22 @@ def test_a_fresh_path_fills_while_objects_arrive_and_an_existing_one_waits(
     shutil.rmtree(project.root / "data" / "images")
 
     events: list[str] = []
-    real_write, real_pull = restore._write, transfer.pull
+    real_submit, real_pull = restore._Writers.submit, transfer.pull
 
-    def write_spy(cache: object, root: Path, rel: str, sha: str) -> object:
+    # Writes are recorded when handed to the writer threads (which may run them a moment
+    # later): that hand-off is what happens while objects still arrive, or only after.
+    def submit_spy(
+        self: restore._Writers, size: int, cache: object, root: Path, rel: str, sha: str
+    ) -> object:
         events.append(f"write {rel}")
-        return real_write(cache, root, rel, sha)  # type: ignore[arg-type]
+        return real_submit(self, size, cache, root, rel, sha)  # type: ignore[arg-type]
 
     def pull_spy(*args: object, **kwargs: object) -> object:
         report = real_pull(*args, **kwargs)  # type: ignore[arg-type]
         events.append("pull done")
         return report
 
-    monkeypatch.setattr(restore, "_write", write_spy)
+    monkeypatch.setattr(restore._Writers, "submit", submit_spy)
     monkeypatch.setattr(transfer, "pull", pull_spy)
     checkout(project, rev=first)
     assert data_files(project) == V1
