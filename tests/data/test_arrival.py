@@ -20,12 +20,10 @@ from keel.data import direct_io
 from keel.data.arrival import Arrival
 from keel.data.cache import DataCache
 from keel.data.remote import Remote
-from keel.data.s3_sendfile import get
+from keel.data.s3_raw import get
 from keel.errors import ArtifactCorruptedError
 from tests.data.remote_support import (
-    REMOTE_KINDS,
     fill,
-    make_remote,
     new_cache,
     overwrite_on_remote,
 )
@@ -137,13 +135,6 @@ def test_small_objects_and_linking_caches_take_the_usual_path(tmp_path: Path) ->
 
 
 # -- through the remotes ---------------------------------------------------------------------
-
-
-@pytest.fixture(params=REMOTE_KINDS)
-def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
-    if request.param.startswith("s3"):
-        request.applymarker(pytest.mark.s3)
-    return make_remote(request.param, request, tmp_path)
 
 
 def test_a_pull_writes_claimed_workspace_files_before_telling_of_the_object(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from keel.data.inventory import contents, delete_objects
 from keel.data.packs import PackIndex
 from keel.data.remote import Remote
 from keel.errors import ArtifactCorruptedError, StoreError
-from tests.data.remote_support import REMOTE_KINDS, Recorder, fill, make_remote, new_cache
+from tests.data.remote_support import Recorder, fill, make_remote, new_cache
 
 
 def _sha(n: int) -> str:
@@ -135,10 +136,10 @@ def test_a_damaged_member_stops_its_pack(tmp_path: Path, damage: str) -> None:
 def test_packs_over_a_megabyte_go_to_s3_straight_from_one_reused_buffer(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Packs larger than a streamed chunk take keel.data.s3_sendfile's in-memory path, all
+    """Packs larger than a streamed chunk take keel.data.s3_raw's in-memory path, all
     read into the one buffer the pool lends (so each must be fully sent before the next is
     read), and come back whole."""
-    import keel.data.s3_sendfile as direct
+    import keel.data.s3_raw as direct
     import keel.data.transfer as transfer
 
     monkeypatch.setattr(packs, "PACK_BYTES", 1_500_000)
@@ -165,13 +166,6 @@ def test_packs_over_a_megabyte_go_to_s3_straight_from_one_reused_buffer(
     assert remote.pull(target, objects).transferred == len(objects)
     for sha, data in objects.items():
         assert target.read_bytes(sha) == data
-
-
-@pytest.fixture(params=REMOTE_KINDS)
-def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
-    if request.param.startswith("s3"):
-        request.applymarker(pytest.mark.s3)
-    return make_remote(request.param, request, tmp_path)
 
 
 def test_small_objects_travel_packed_and_come_back_byte_for_byte(
@@ -250,14 +244,9 @@ def test_a_pull_of_a_few_packed_objects_reads_only_their_ranges(
 def test_a_damaged_packed_object_is_refused_and_the_others_arrive(
     remote: Remote, tmp_path: Path
 ) -> None:
-    source = new_cache(tmp_path / "a")
-    objects = fill(source, [3000] * 40)
-    remote.push(source, objects)
-    (pack, index), *_ = contents(remote).packs.items()
+    objects, pack, index = one_pushed_pack(remote, tmp_path)
     victim, (offset, _size) = sorted(index.objects.items(), key=lambda item: item[1])[5]
-    body = bytearray(packs_bytes(remote, pack))
-    body[offset] ^= 0xFF
-    replace_blob(remote, packs.pack_name(pack), bytes(body))
+    rewrite_pack(remote, pack, lambda body: flip_byte(body, offset))
 
     target = new_cache(tmp_path / "b")
     with pytest.raises(ArtifactCorruptedError, match=f"first: {victim}"):
@@ -287,12 +276,8 @@ def test_ranges_read_one_after_another_into_one_buffer_hold_their_own_bytes(
 def test_a_truncated_pack_is_one_clear_error_and_stores_nothing_of_it(
     remote: Remote, tmp_path: Path
 ) -> None:
-    source = new_cache(tmp_path / "a")
-    objects = fill(source, [3000] * 40)
-    remote.push(source, objects)
-    [(pack, _)] = contents(remote).packs.items()
-    whole = packs_bytes(remote, pack)
-    replace_blob(remote, packs.pack_name(pack), whole[: len(whole) // 2])
+    objects, pack, _index = one_pushed_pack(remote, tmp_path)
+    rewrite_pack(remote, pack, lambda body: body[: len(body) // 2])
     target = new_cache(tmp_path / "b")
     with pytest.raises(StoreError, match=pack):
         remote.pull(target, objects)
@@ -316,6 +301,27 @@ def test_a_pack_without_its_index_is_invisible_and_a_rerun_sends_again(
     delete_blob(fresh, packs.index_name(pack))
     delete_objects(fresh, [hashlib.sha256(b"never pushed").hexdigest()], whole_packs=[pack])
     assert contents(fresh).objects() == {}
+
+
+def one_pushed_pack(remote: Remote, tmp_path: Path) -> tuple[dict[str, bytes], str, PackIndex]:
+    """Forty small objects pushed from a new cache: they make one pack. Returns the objects
+    (sha256 -> bytes), the pack's name and its index."""
+    source = new_cache(tmp_path / "a")
+    objects = fill(source, [3000] * 40)
+    remote.push(source, objects)
+    [(pack, index)] = contents(remote).packs.items()
+    return objects, pack, index
+
+
+def rewrite_pack(remote: Remote, pack: str, change: Callable[[bytes], bytes]) -> None:
+    """Replace the pack's blob on the remote with ``change`` of its bytes (its index stays)."""
+    replace_blob(remote, packs.pack_name(pack), change(packs_bytes(remote, pack)))
+
+
+def flip_byte(data: bytes, offset: int) -> bytes:
+    changed = bytearray(data)
+    changed[offset] ^= 0xFF
+    return bytes(changed)
 
 
 def packs_bytes(remote: Remote, pack: str) -> bytes:

@@ -20,7 +20,6 @@ from keel.errors import ArtifactCorruptedError, NotFoundError
 from keel.project import Project
 from tests.data.helpers import write
 from tests.data.remote_support import (
-    REMOTE_KINDS,
     Recorder,
     botocore_only,
     fill,
@@ -33,13 +32,6 @@ from tests.data.remote_support import (
 
 # Small objects, one of exactly 1 MiB (the inline/stream boundary), and two streamed ones.
 SIZES = [0, 1, 100, 40_000, *([4096] * 20), 1 << 20, (1 << 20) + 1, 3 << 20]
-
-
-@pytest.fixture(params=REMOTE_KINDS)
-def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
-    if request.param.startswith("s3"):
-        request.applymarker(pytest.mark.s3)
-    return make_remote(request.param, request, tmp_path)
 
 
 def test_push_then_pull_round_trips_every_byte(remote: Remote, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ roles) still applies.
 The payload hash that SigV4 signs (keel.data.s3_signing) is the object's sha256 — its name —
 so signing costs no pass over the data; ``x-amz-checksum-sha256`` makes the server verify the
 body as well. Over plain HTTP without a proxy, a large body goes out without copies
-(keel.data.s3_sendfile: a file with sendfile, memory straight from its buffer).
+(keel.data.s3_raw: a file with sendfile, memory straight from its buffer).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class ObjectClient:
         self.host = parts.netloc
         self.base = f"{parts.path.rstrip('/')}/{quote(bucket, safe='')}"
         self.signer = Signer(region)
-        # Large bodies go out without copies (keel.data.s3_sendfile) where nothing between
+        # Large bodies go out without copies (keel.data.s3_raw) where nothing between
         # here and the server needs the bytes in user space: plain HTTP, no proxy.
         self._direct_to = (
             (parts.hostname, parts.port or 80)
@@ -163,7 +163,7 @@ class ObjectClient:
         sent: list[int],
         advance: Callable[[int], None],
     ) -> str | None:
-        from keel.data.s3_sendfile import put
+        from keel.data.s3_raw import put
 
         host, port = address
 
@@ -211,7 +211,7 @@ class ObjectClient:
     async def get_into(self, key: str, arrival: Arrival, advance: Callable[[int], None]) -> None:
         """Download ``key`` into ``arrival`` (keel.data.arrival) on a raw connection; only
         where `receives_directly`. A failed attempt is started again from the first byte."""
-        from keel.data.s3_sendfile import get
+        from keel.data.s3_raw import get
 
         if self._direct_to is None:
             raise RuntimeError("get_into needs a plain-HTTP endpoint without a proxy")
@@ -237,7 +237,7 @@ class ObjectClient:
     async def get_range_into(self, key: str, start: int, buffer: memoryview) -> None:
         """Read ``len(buffer)`` bytes of ``key`` from ``start`` into ``buffer`` on a raw
         connection; only where `receives_directly`."""
-        from keel.data.s3_sendfile import Region, get
+        from keel.data.s3_raw import Region, get
 
         if self._direct_to is None:
             raise RuntimeError("get_range_into needs a plain-HTTP endpoint without a proxy")

@@ -1,5 +1,5 @@
-"""One HTTP/1.1 PUT whose body the client does not copy, and one GET whose body lands in the
-caller's buffers, for keel.data.s3http.
+"""Raw HTTP/1.1 exchanges for keel.data.s3http: one PUT whose body the client does not copy,
+and one GET whose body lands in the caller's buffers.
 
 Uploading through aiohttp reads a cache file into Python block by block and writes each block
 to the socket, and an in-memory body gets copied into the transport's buffer: two copies of

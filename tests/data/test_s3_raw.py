@@ -1,4 +1,4 @@
-"""keel.data.s3_sendfile: a PUT whose body goes out with sendfile, and the answer read back.
+"""keel.data.s3_raw: a PUT whose body goes out with sendfile, and the answer read back.
 
 Against a small asyncio HTTP server in the test (the S3 round trips of tests/data/
 test_push_pull.py and test_remote.py send their large objects this way too)."""
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keel.data.s3_sendfile import SEGMENT, put, read_answer
+from keel.data.s3_raw import SEGMENT, put, read_answer
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
