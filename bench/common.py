@@ -170,10 +170,11 @@ class Row:
     goal: str = ""
     passed: bool | None = None
     note: str = ""
+    compared: bool = True  # False: context side by side (no ratio), not a race
 
     @property
     def ratio(self) -> float | None:
-        if self.keel is None or self.mlflow is None or self.keel <= 0:
+        if not self.compared or self.keel is None or self.mlflow is None or self.keel <= 0:
             return None
         return self.mlflow / self.keel
 

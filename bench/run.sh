@@ -2,7 +2,7 @@
 # Benchmarks, side by side with the tool each one compares against.
 #   bash bench/run.sh                      every suite in turn (what `make bench` runs)
 #   bash bench/run.sh [registry] [--only metrics|models|search|startup] [--quick] [--mlflow-runs N]
-#   bash bench/run.sh data [--quick] [--repeats N] [--only keel|dvc]
+#   bash bench/run.sh data [--quick] [--repeats N] [--transfer-repeats N] [--only keel|dvc]
 #   bash bench/run.sh features [--quick|--tiny] [--only training|materialize|online|startup]
 #   bash bench/run.sh serving [--seconds 10] [--workers 2] [--rows 50000]
 # The other tool runs in its own virtual environment (.bench/<tool>-venv: mlflow, dvc, feast),

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flow import Remote, Tool, parse_args, remote_of, run
+from flow import Remote, Tool, parse_args, remote_of, run, sides_args
 
 from common import emit
 
@@ -49,7 +49,7 @@ def dvc_tool() -> Tool:
 def _configure(dvc: str, repo: Path, remote: Remote, env: dict[str, str]) -> None:
     url = f"s3://{remote.bucket}/dvc"
     commands = [
-        ["remote", "add", "-d", "bench", url],
+        ["remote", "add", "--force", "-d", "bench", url],  # again for each push's bucket
         ["remote", "modify", "bench", "endpointurl", remote.endpoint_url],
         ["remote", "modify", "bench", "region", "us-east-1"],
         ["remote", "modify", "--local", "bench", "access_key_id", remote.key],
@@ -63,9 +63,7 @@ def _configure(dvc: str, repo: Path, remote: Remote, env: dict[str, str]) -> Non
 
 def main() -> None:
     args = parse_args()
-    result = run(
-        dvc_tool(), args.dataset, remote_of(args), repeats=args.repeats, server_pid=args.server_pid
-    )
+    result = run(dvc_tool(), args.dataset, remote_of(args), **sides_args(args))
     emit(args.out, result)
 
 

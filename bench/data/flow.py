@@ -10,6 +10,7 @@ Runs in both tools' virtual environments, so standard library only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -61,6 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--key", required=True)
     parser.add_argument("--secret", required=True)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--transfer-repeats", type=int, default=1, help="pushes and pulls")
     parser.add_argument("--server-pid", type=int, help="the S3 server's process, for its CPU time")
     parser.add_argument("--out", required=True)
     return parser.parse_args(argv)
@@ -70,19 +72,45 @@ def remote_of(args: argparse.Namespace) -> Remote:
     return Remote(args.endpoint, args.bucket, args.key, args.secret)
 
 
+def bucket_for(base: str, push: int) -> str:
+    """The bucket of the ``push``-th push (from 0): each push goes to an empty bucket."""
+    return base if push == 0 else f"{base}-{push + 1}"
+
+
+def sides_args(args: argparse.Namespace) -> dict[str, Any]:
+    """What a side script passes on to ``run`` from its command line."""
+    return {
+        "repeats": args.repeats,
+        "transfer_repeats": args.transfer_repeats,
+        "server_pid": args.server_pid,
+    }
+
+
 def run(
-    tool: Tool, dataset: Path, remote: Remote, *, repeats: int, server_pid: int | None = None
+    tool: Tool,
+    dataset: Path,
+    remote: Remote,
+    *,
+    repeats: int,
+    transfer_repeats: int = 1,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     """All the steps in a repository under the working folder; returns the timings. A step
     that fails ends the run: the result then has the steps done so far and ``error``."""
     import json
 
     manifest = json.loads((dataset / "manifest.json").read_text())
-    result: dict[str, Any] = {"tool": tool.name, "version": tool.version, "repeats": repeats}
+    result: dict[str, Any] = {
+        "tool": tool.name,
+        "version": tool.version,
+        "repeats": repeats,
+        "transfer_repeats": transfer_repeats,
+    }
     steps = ("add", "status", "push", "pull", "remote_status")
     result["commands"] = {step: " ".join(getattr(tool, step)) for step in steps}
     try:
-        _steps(tool, dataset, manifest, remote, repeats, result, server_pid)
+        counts = (repeats, transfer_repeats)
+        _steps(tool, dataset, manifest, remote, counts, result, server_pid)
     except BenchError as exc:
         log(f"{tool.name}: {str(exc).splitlines()[0]}")
         result["error"] = str(exc)
@@ -94,10 +122,11 @@ def _steps(
     dataset: Path,
     manifest: dict[str, Any],
     remote: Remote,
-    repeats: int,
+    counts: tuple[int, int],
     result: dict[str, Any],
     server_pid: int | None,
 ) -> None:
+    repeats, transfers = counts
     repo = _fresh_repo(tool, dataset)
     server = _ServerCpu(server_pid)
     env = {**os.environ, **tool.env}
@@ -108,32 +137,47 @@ def _steps(
     if (repo / tool.pointer).read_bytes() != pointer:
         raise BenchError(f"{tool.name}: re-adding unchanged data changed {tool.pointer}")
     result["status"] = _repeat(tool.status, repo, env, repeats)
-    tool.configure_remote(repo, remote)
-    log(f"{tool.name}: push to {remote.endpoint_url}/{remote.bucket}")
-    result["push"] = server.during("push", lambda: _timed(tool.push, repo, env))
+    pushes = []
+    for push in range(transfers):  # each into an empty bucket of its own
+        bucket = bucket_for(remote.bucket, push)
+        tool.configure_remote(repo, dataclasses.replace(remote, bucket=bucket))
+        log(f"{tool.name}: push to {remote.endpoint_url}/{bucket}")
+        pushes.append(server.during("push", lambda: _timed(tool.push, repo, env)))
+    result["push"] = _summary(pushes)
     result["remote_status"] = _repeat(tool.remote_status, repo, env, max(1, repeats // 2))
-    _clear(repo, ["data", *tool.cache_dirs])
-    os.sync()
-    log(f"{tool.name}: pull into an empty cache and workspace")
-    result["pull"] = server.during("pull", lambda: _timed(tool.pull, repo, env))
+    pulls = []
+    for pull in range(transfers):
+        _clear(repo, ["data", *tool.cache_dirs], f"pull-{pull}")
+        os.sync()
+        log(f"{tool.name}: pull into an empty cache and workspace")
+        pulls.append(server.during("pull", lambda: _timed(tool.pull, repo, env)))
+        result["pull_check"] = check = verify(repo / "data", manifest)
+        if not check["ok"]:
+            break
+    result["pull"] = _summary(pulls)
     result["server_cpu"] = server.seconds
-    result["pull_check"] = verify(repo / "data", manifest)
+    result["stolen_cpu"] = server.stolen
 
 
 class _ServerCpu:
     """The S3 server's CPU seconds (user + system, from /proc) spent during named steps:
-    the server shares the machine's cores with the client, so its cost bounds the step."""
+    the server shares the machine's cores with the client, so its cost bounds the step.
+    Also the CPU time the virtual machine's host took from all cores meanwhile (steal), which
+    neither tool controls."""
 
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
-        self.seconds: dict[str, float] = {}
+        self.seconds: dict[str, list[float]] = {}  # each time the step ran, in order
+        self.stolen: dict[str, list[float]] = {}
 
     def during(self, step: str, work: Callable[[], float]) -> float:
-        before = self._now()
+        before, stolen_before = self._now(), _stolen()
         elapsed = work()
-        after = self._now()
+        after, stolen_after = self._now(), _stolen()
         if before is not None and after is not None:
-            self.seconds[step] = after - before
+            self.seconds.setdefault(step, []).append(after - before)
+        if stolen_before is not None and stolen_after is not None:
+            self.stolen.setdefault(step, []).append(stolen_after - stolen_before)
         return elapsed
 
     def _now(self) -> float | None:
@@ -145,6 +189,16 @@ class _ServerCpu:
             return None
         # utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the command name
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stolen() -> float | None:
+    """Seconds of CPU time the host has taken from this machine's cores since boot."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:  # not Linux
+        return None
+    # the "cpu" line: user nice system idle iowait irq softirq steal ... (proc(5))
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else None
 
 
 def _fresh_repo(tool: Tool, dataset: Path) -> Path:
@@ -175,7 +229,10 @@ def _timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 
 def _repeat(command: list[str], cwd: Path, env: dict[str, str], n: int) -> dict[str, Any]:
-    samples = [_timed(command, cwd, env) for _ in range(n)]
+    return _summary([_timed(command, cwd, env) for _ in range(n)])
+
+
+def _summary(samples: list[float]) -> dict[str, Any]:
     return {**summarize(samples), "samples": samples}
 
 
@@ -186,14 +243,14 @@ def _quiet(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> 
         raise BenchError(f"{' '.join(command)} exited {done.returncode}:\n{output}")
 
 
-def _clear(repo: Path, relative: list[str]) -> None:
+def _clear(repo: Path, relative: list[str], into: str) -> None:
     """Empty the workspace and cache as a fresh clone has them: each path is moved out of the
-    repository into ``cleared/`` beside it, deleted with the side's folder after all sides
+    repository into ``cleared/<into>`` beside it, deleted with the side's folder after all sides
     ran. Deleting them here would slow the pull that follows: on ext4 without a journal the
     inode allocator skips inodes freed in the last minutes, reading each one's table block,
     and the pull creates 20,000 files."""
-    cleared = repo.parent / "cleared"
-    cleared.mkdir(exist_ok=True)
+    cleared = repo.parent / "cleared" / into
+    cleared.mkdir(parents=True, exist_ok=True)
     for name in relative:
         path = repo / name
         if path.exists() or path.is_symlink():

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flow import Remote, Tool, parse_args, remote_of, run
+from flow import Remote, Tool, parse_args, remote_of, run, sides_args
 
 from common import emit
 
@@ -80,9 +80,7 @@ def _configure(repo: Path, remote: Remote) -> None:
 
 def main() -> None:
     args = parse_args()
-    result = run(
-        keel_tool(), args.dataset, remote_of(args), repeats=args.repeats, server_pid=args.server_pid
-    )
+    result = run(keel_tool(), args.dataset, remote_of(args), **sides_args(args))
     emit(args.out, result)
 
 

@@ -6,7 +6,7 @@ tool's side in its own virtual environment and temporary folder (bench/data/flow
 re-add, status, push, pull, each a whole CLI command); prints the table and writes
 bench/results/data-latest.json. Start it through bench/run.sh, which builds DVC's venv:
 
-    bash bench/run.sh data [--quick] [--repeats N] [--only keel|dvc]
+    bash bench/run.sh data [--quick] [--repeats N] [--transfer-repeats N] [--only keel|dvc]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import dataset
+import flow
 
 from common import BENCH_DIR, CACHE_DIR, REPO, BenchError, Row, print_table, run_side
 
@@ -53,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="36 MB of data, a smoke run")
     parser.add_argument("--repeats", type=int, default=5, help="runs of re-add and status")
+    parser.add_argument(
+        "--transfer-repeats", type=int, default=3, help="runs of push and pull (best counts)"
+    )
     parser.add_argument("--only", action="append", choices=TOOLS, help="run this side only")
     parser.add_argument("--dvc-python", default=str(CACHE_DIR / "dvc-venv/bin/python"))
     parser.add_argument("--keel-python", default=sys.executable)
@@ -75,18 +80,24 @@ def run_sides(args: argparse.Namespace, data_set: Path) -> dict[str, Any]:
         process, server = weed.start(Path(work) / "weed")
         try:
             for tool in args.only or TOOLS:
-                _make_bucket(server, BUCKETS[tool])
+                buckets = [
+                    flow.bucket_for(BUCKETS[tool], push) for push in range(args.transfer_repeats)
+                ]
+                for bucket in buckets:
+                    _make_bucket(server, bucket)
                 side_args = [
                     *("--dataset", str(data_set), "--endpoint", server.endpoint_url),
                     *("--bucket", BUCKETS[tool], "--key", server.key, "--secret", server.secret),
                     *("--repeats", str(args.repeats)),
+                    *("--transfer-repeats", str(args.transfer_repeats)),
                     *("--server-pid", str(process.pid)),
                 ]
                 side = Path(work) / tool
                 side.mkdir()
                 results[tool] = _run_side(tool, os.path.abspath(pythons[tool]), side_args, side)
                 if isinstance(results[tool], dict):
-                    results[tool]["remote_objects"] = _bucket_usage(server, BUCKETS[tool])
+                    usage = [_bucket_usage(server, bucket) for bucket in buckets]
+                    results[tool]["remote_objects"] = usage
         finally:
             weed.stop(process)
     return results
@@ -125,7 +136,7 @@ def _bucket_usage(server: Any, bucket: str) -> dict[str, int]:
     return {"objects": len(sizes), "bytes": sum(sizes)}
 
 
-def make_rows(results: dict[str, Any], quick: bool, repeats: int) -> list[Row]:
+def make_rows(results: dict[str, Any], quick: bool, repeats: int, transfers: int) -> list[Row]:
     keel, dvc = (results.get(tool) for tool in ("keel", "dvc"))
     rows = []
     for goal in GOALS:
@@ -136,7 +147,7 @@ def make_rows(results: dict[str, Any], quick: bool, repeats: int) -> list[Row]:
             row.passed = None
         if goal.key == "pull" and not all(_pulled_right(side) for side in (keel, dvc)):
             row.passed = False  # fast but wrong is a failure
-        row.note = _note(goal.key, repeats)
+        row.note = _note(goal.key, repeats, transfers, keel, dvc)
         rows.append(row)
     extra = Row(
         "status against the remote (after push)",
@@ -149,9 +160,21 @@ def make_rows(results: dict[str, Any], quick: bool, repeats: int) -> list[Row]:
         rows.append(
             Row(
                 f"S3 server CPU during {step}",
-                _server_cpu(keel, step),
-                _server_cpu(dvc, step),
-                note="SeaweedFS user + system time; it shares the cores with the client",
+                _median_of(keel, "server_cpu", step),
+                _median_of(dvc, "server_cpu", step),
+                note="SeaweedFS user + system time, median of the runs; it shares the cores "
+                "with the client",
+            )
+        )
+    for step in ("push", "pull"):
+        rows.append(
+            Row(
+                f"CPU taken by the host during {step}",
+                _median_of(keel, "stolen_cpu", step),
+                _median_of(dvc, "stolen_cpu", step),
+                note="steal time of both cores (/proc/stat), median of the runs: other "
+                "virtual machines' work, not either tool's",
+                compared=False,
             )
         )
     for tool, side in (("keel", keel), ("dvc", dvc)):
@@ -162,6 +185,9 @@ def make_rows(results: dict[str, Any], quick: bool, repeats: int) -> list[Row]:
         elif not _pulled_right(side):
             note = json.dumps(side["pull_check"])[:300]
             rows.append(Row(f"{tool}: pulled bytes differ", None, None, passed=False, note=note))
+        elif not _pushed_alike(side):
+            note = f"the pushes left different buckets: {side['remote_objects']}"
+            rows.append(Row(f"{tool}: pushes differ", None, None, passed=False, note=note))
     if quick:  # smoke sizes: the goals are written for the full data set
         for row in rows:
             row.passed = None if row.goal else row.passed
@@ -179,6 +205,12 @@ def _pulled_right(side: Any) -> bool:
     return not isinstance(side, dict) or bool(side.get("pull_check", {"ok": True})["ok"])
 
 
+def _pushed_alike(side: Any) -> bool:
+    """Every push went into an empty bucket, so each must have left the same objects."""
+    usage = side.get("remote_objects", []) if isinstance(side, dict) else []
+    return all(bucket == usage[0] for bucket in usage)
+
+
 def _seconds(side: Any, key: str) -> float | None:
     if not isinstance(side, dict) or key not in side:
         return None
@@ -187,19 +219,31 @@ def _seconds(side: Any, key: str) -> float | None:
     return float(value["min"] if isinstance(value, dict) else value)
 
 
-def _server_cpu(side: Any, step: str) -> float | None:
+def _median_of(side: Any, key: str, step: str) -> float | None:
+    """The median of the CPU seconds a side recorded under ``key`` for each run of ``step``."""
     if not isinstance(side, dict):
         return None
-    value = side.get("server_cpu", {}).get(step)
-    return None if value is None else float(value)
+    values = side.get(key, {}).get(step)
+    return float(statistics.median(values)) if values else None
 
 
-def _note(key: str, repeats: int) -> str:
+def _note(key: str, repeats: int, transfers: int, keel: Any, dvc: Any) -> str:
     if key in ("readd", "status"):
         return f"best of {repeats} runs"
-    if key == "pull":
-        return "one run; bytes checked against the data set's sha256"
-    return "one run"
+    if key not in ("push", "pull"):
+        return "one run"
+    runs = "one run" if transfers == 1 else f"best of {transfers} runs"
+    medians = [_median(side, key) for side in (keel, dvc)]
+    if transfers > 1 and None not in medians:
+        keel_median, dvc_median = medians
+        runs += f" (medians {keel_median:.2f} vs {dvc_median:.2f} s)"
+    return runs + ("; bytes checked against the data set's sha256" if key == "pull" else "")
+
+
+def _median(side: Any, key: str) -> float | None:
+    if not isinstance(side, dict) or not isinstance(side.get(key), dict):
+        return None
+    return float(side[key]["median"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, Any] = {"load_before": os.getloadavg()[0]}
     raw["sides"] = run_sides(args, data_set)
     raw["load_after"] = os.getloadavg()[0]
-    rows = make_rows(raw["sides"], args.quick, args.repeats)
+    rows = make_rows(raw["sides"], args.quick, args.repeats, args.transfer_repeats)
     title = "Keel vs DVC: data versioning"
     print_table(title, rows, caption=_caption(raw, manifest, args.quick), other="DVC")
     _write_results(args, rows, raw, manifest)
