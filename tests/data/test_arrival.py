@@ -6,6 +6,7 @@ The size threshold and the block size are lowered so that small objects take the
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import keel.data.arrival as arrival_module
 import keel.data.cache as cache_module
 from keel.data import direct_io
 from keel.data.arrival import Arrival
@@ -121,6 +123,41 @@ def test_a_workspace_file_that_appeared_meanwhile_is_replaced(tmp_path: Path) ->
     arrival.finish()
     assert path.read_bytes() == data
     assert os.listdir(path.parent) == ["file.bin"]
+
+
+class _NoUnnamedFiles:
+    """The os module as keel.data.arrival sees it on a filesystem without O_TMPFILE."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+    @staticmethod
+    def open(path: object, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "unnamed files are not supported here")
+        return os.open(path, flags, mode)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("intact", [True, False])
+def test_without_unnamed_files_copies_wait_under_a_temporary_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, intact: bool
+) -> None:
+    monkeypatch.setattr(arrival_module, "os", _NoUnnamedFiles())
+    cache = new_cache(tmp_path / "cache")
+    data = os.urandom(THRESHOLD + 3000)
+    path = tmp_path / "work" / "file.bin"
+    arrival = opened(cache, sha(data), len(data), [path])
+    feed(arrival, data if intact else data[:-1] + bytes([data[-1] ^ 1]), [])
+    assert not path.exists()
+    assert len(leftovers(path.parent)) == 1  # the copy, under its temporary name
+    if intact:
+        arrival.finish()
+        assert path.read_bytes() == data
+    else:
+        with pytest.raises(ArtifactCorruptedError, match=sha(data)):
+            arrival.finish()
+        assert not path.exists()
+    assert os.listdir(path.parent) == (["file.bin"] if intact else [])
 
 
 def test_small_objects_and_linking_caches_take_the_usual_path(tmp_path: Path) -> None:
