@@ -32,6 +32,26 @@ def source(tmp_path: Path, data: bytes, name: str = "src.bin") -> Path:
     return path
 
 
+def test_a_copy_is_written_from_the_bytes_hashed_without_reading_the_file_again(
+    cache: DataCache, tmp_path: Path
+) -> None:
+    hashed = os.urandom(5000)
+    src = source(tmp_path, bytes(5000))  # rewritten since it was hashed, the same size
+    stored = cache.add_file(src, sha(hashed), len(hashed), hashed)
+    assert stored is not None
+    assert stored.st_size == len(hashed)
+    assert cache.path_of(sha(hashed)).read_bytes() == hashed  # the name's bytes, not the file's
+    assert cache.path_of(sha(hashed)).stat().st_mode & 0o777 == 0o444
+
+
+def test_a_hard_linking_cache_links_the_file_even_given_its_bytes(tmp_path: Path) -> None:
+    cache = DataCache(tmp_path / "cache", ["hardlink", "copy"])
+    data = os.urandom(3000)
+    src = source(tmp_path, data)
+    cache.add_file(src, sha(data), len(data), data)
+    assert cache.path_of(sha(data)).stat().st_ino == src.stat().st_ino
+
+
 def test_add_file_stores_a_read_only_object_once(cache: DataCache, tmp_path: Path) -> None:
     data = b"hello" * 1000
     src = source(tmp_path, data)

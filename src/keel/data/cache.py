@@ -153,13 +153,16 @@ class DataCache:
             self._dirs.add(key)
 
     # -- writing -------------------------------------------------------------------------
-    def add_file(self, src: Path, sha256: str, size: int) -> os.stat_result | None:
+    def add_file(
+        self, src: Path, sha256: str, size: int, data: bytes | None = None
+    ) -> os.stat_result | None:
         """Store the file ``src`` (already hashed to ``sha256``/``size``) as an object and
         return the object's stat; None when the object was already there. Never leaves a
         partial object under the real name.
 
         With ``hardlink`` configured the object is hard-linked to ``src`` (no copy);
-        otherwise it is cloned (reflink) or copied.
+        otherwise it is cloned (reflink) or copied — from ``data``, the bytes just hashed,
+        when the caller has them and a copy is what would be made.
         """
         target = self.path_of(sha256)
         if target.is_file():
@@ -168,7 +171,7 @@ class DataCache:
         # not all wait on one temporary folder's lock.
         self._ensure_dir(target.parent)
         try:
-            stored = self.linker.store_unnamed(src, target, size)
+            stored = self.linker.store_unnamed(src, target, size, data)
         except FileExistsError:
             return None
         except OSError as exc:

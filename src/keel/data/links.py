@@ -72,18 +72,25 @@ class Linker:
         except FileExistsError:
             return None
 
-    def store_unnamed(self, src: Path, target: Path, size: int) -> os.stat_result | None:
+    def store_unnamed(
+        self, src: Path, target: Path, size: int, data: bytes | None = None
+    ) -> os.stat_result | None:
         """``target`` as a read-only unnamed clone or copy of ``src``, named once complete and
         only if it holds ``size`` bytes; its stat, or None to take the temporary-name path (no
         O_TMPFILE here, or a hard link configured first). FileExistsError when ``target``
-        appeared meanwhile."""
+        appeared meanwhile. ``data``, when given, is ``src``'s bytes as just read: a copy is
+        written from it (no second read of ``src``)."""
         if self.links[0] == "hardlink":
             return None
         stats: list[os.stat_result] = []
 
         def fill(fd: int) -> str | None:
-            with open(src, "rb", buffering=0) as source:
-                made = self._fill_unnamed(source.fileno(), fd)
+            if data is not None and self.copies(src, target.parent):
+                write_all(fd, data)
+                made: str | None = "copy"
+            else:
+                with open(src, "rb", buffering=0) as source:
+                    made = self._fill_unnamed(source.fileno(), fd)
             stats.append(os.fstat(fd))
             if stats[0].st_size != size:
                 raise changed_while_added(src, stats[0].st_size, size)

@@ -33,11 +33,14 @@ ProgressFn = Callable[[int, int], None]
 class Hashed(Protocol):
     """Told of each file as it is hashed, on the hashing thread: first `sink` (somewhere a
     large file's bytes go as they are read, or None), then the call with (name within the
-    scanned path, its path, sha256, size)."""
+    scanned path, its path, sha256, size, and the bytes hashed when the file was small
+    enough to be read whole, else None)."""
 
     def sink(self, name: str, path: Path, size: int, /) -> Sink | None: ...
 
-    def __call__(self, name: str, path: Path, sha256: str, size: int, /) -> None: ...
+    def __call__(
+        self, name: str, path: Path, sha256: str, size: int, data: bytes | None, /
+    ) -> None: ...
 
 
 TEMP_MARK = ".keel-tmp-"  # checkout writes `.NAME.keel-tmp-PID` before renaming into place
@@ -198,9 +201,9 @@ def _hash(
     paths = [base / listed[i][0] for i in todo]
     advance = counter(sum(sizes), progress)
 
-    def then(j: int, sha: str, size: int) -> None:
+    def then(j: int, sha: str, size: int, data: bytes | None) -> None:
         if hashed is not None:
-            hashed(listed[todo[j]][0], paths[j], sha, size)
+            hashed(listed[todo[j]][0], paths[j], sha, size, data)
 
     def sink_for(j: int) -> Sink | None:
         return hashed.sink(listed[todo[j]][0], paths[j], sizes[j]) if hashed else None

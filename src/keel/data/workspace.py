@@ -145,7 +145,7 @@ class _EarlyStore:
                 self._writers[name] = writer
         return writer
 
-    def __call__(self, name: str, path: Path, sha: str, size: int) -> None:
+    def __call__(self, name: str, path: Path, sha: str, size: int, data: bytes | None) -> None:
         with self._lock:
             writer = self._writers.pop(name, None)
             claimed = sha in self._claimed
@@ -157,7 +157,7 @@ class _EarlyStore:
         if writer is not None:
             stored = self.cache.publish(writer, sha)
         else:
-            stored = self.cache.add_file(path, sha, size)
+            stored = self.cache.add_file(path, sha, size, data)
         if stored is not None:
             with self._lock:
                 self.objects[name] = (sha, stored)
