@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keel.data import hashing
 from keel.data import links as links_module
 from keel.data.cache import DataCache
 from keel.data.hashing import hash_file, hash_files
@@ -238,15 +240,43 @@ def test_fingerprint_changes_when_an_object_goes(cache: DataCache, tmp_path: Pat
 def test_parallel_hashing_matches_hashlib(blobs: list[bytes], jobs: int) -> None:
     import tempfile
 
-    with tempfile.TemporaryDirectory() as folder:
+    # Files of 1,500 bytes or more count as large here: both kinds of task in one call.
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hashing, "BATCH_BYTES", 1500)
         paths = []
         for i, blob in enumerate(blobs):
             paths.append(Path(folder, str(i)))
             paths[-1].write_bytes(blob)
         seen: list[int] = []
-        got = hash_files(paths, jobs=jobs, progress=seen.append)
+        told: dict[int, tuple[str, int, bytes | None]] = {}
+
+        def then(index: int, digest: str, size: int, data: bytes | None) -> None:
+            told[index] = (digest, size, data)
+
+        got = hash_files(paths, jobs=jobs, progress=seen.append, then=then)
         assert got == [(sha(b), len(b)) for b in blobs]
         assert sum(seen) == sum(map(len, blobs))
+        assert told == {i: (sha(b), len(b), b) for i, b in enumerate(blobs)}  # all read whole
+
+
+def test_small_files_are_hashed_on_one_thread_beside_the_large_files_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hashing, "BATCH_BYTES", 4096)
+    monkeypatch.setattr(hashing, "BATCH_FILES", 2)  # many small batches
+    sizes = [9000] * 4 + [100] * 40
+    paths = [source(tmp_path, os.urandom(size), f"f{i}") for i, size in enumerate(sizes)]
+    threads: dict[int, str] = {}
+
+    def then(index: int, digest: str, size: int, data: bytes | None) -> None:
+        threads[index] = threading.current_thread().name
+
+    hash_files(paths, jobs=2, then=then)
+    small = {threads[i] for i, size in enumerate(sizes) if size < 4096}
+    large = {threads[i] for i, size in enumerate(sizes) if size >= 4096}
+    assert len(small) == 1
+    assert small.isdisjoint(large)
+    assert 1 <= len(large) <= 2
 
 
 def test_large_files_are_hashed_in_chunks(tmp_path: Path) -> None:
