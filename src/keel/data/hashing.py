@@ -1,12 +1,12 @@
 """Parallel sha256 of many files.
 
-hashlib releases the GIL while it digests, so threads hash large files on every core at once,
-each file one task, read in 1 MiB chunks. Small files are batched (ten thousand 40 KB files do
-not cost ten thousand task hand-offs) and all go to one thread of their own, beside the large
-files' threads: their work is mostly short system calls with Python in between, at the GIL's
-pace, and two threads doing it only hand the GIL back and forth (a first add of the
-benchmark's 10,000 small files: 3.7-4.0 s on one thread, 4.5-5.0 s on two). A file can also
-be read into the buffers of a `Sink` (keel.data.direct_io), which writes each block
+hashlib releases the GIL while it digests, so threads hash files of 1 MiB or more on every
+core at once, each file one task, read in 1 MiB chunks. Smaller files are read whole, batched
+(ten thousand 40 KB files do not cost ten thousand task hand-offs), and all go to one thread
+of their own beside those: their work is mostly short system calls with Python in between,
+at the GIL's pace, and two threads doing it only hand the GIL back and forth (a first add of
+the benchmark's 10,000 small files: 3.7-4.0 s on one thread, 4.5-5.0 s on two). A file can
+also be read into the buffers of a `Sink` (keel.data.direct_io), which writes each block
 elsewhere as soon as it is hashed.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 CHUNK = 1 << 20
-BATCH_BYTES = 8 << 20  # small files are grouped into tasks of about this many bytes
+BATCH_BYTES = 8 << 20  # files under CHUNK are grouped into tasks of about this many bytes
 BATCH_FILES = 256
 
 Progress = Callable[[int], None]
@@ -103,14 +103,14 @@ def hash_files(
     then: Callable[[int, str, int, bytes | None], None] | None = None,
     sink_for: Callable[[int], Sink | None] | None = None,
 ) -> list[tuple[str, int]]:
-    """(sha256, size) of each file in ``paths``, in order: files of 8 MiB or more hashed by
+    """(sha256, size) of each file in ``paths``, in order: files of 1 MiB or more hashed by
     ``jobs`` threads (default: one per CPU), the smaller ones meanwhile by one thread of their
     own (``jobs=1``: everything on the calling thread). ``sizes`` (from a stat already made)
-    helps batch small files;
-    ``then(index, sha256, size, data)`` runs on the hashing thread as each file is done
-    (while its bytes are fresh in the page cache), with ``data`` the bytes hashed when the
-    file was small enough to be read whole (else None). ``sink_for(index)`` may give a file
-    of at least 1 MiB a `Sink` for its bytes (`then` finishes it).
+    helps batch small files. ``then(index, sha256, size, data)`` runs on the hashing thread
+    as each file is done (while its bytes are fresh in the page cache), with ``data`` the
+    bytes hashed when the file was small enough to be read whole (else None).
+    ``sink_for(index)`` may give a file of at least 1 MiB a `Sink` for its bytes (`then`
+    finishes it).
 
     >>> hash_files([Path("a.bin"), Path("b.bin")], jobs=2)  # doctest: +SKIP
     [('9f2c...', 10), ('1b4e...', 20)]
@@ -153,15 +153,15 @@ def hash_files(
 
 
 def _plan(sizes: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:
-    """Group file indexes into tasks: large files alone, largest first (so the last task to
-    finish is a short one); small files in batches, largest first too."""
+    """Group file indexes into tasks: files of CHUNK or more alone, largest first (so the
+    last task to finish is a short one); smaller files in batches, largest first too."""
     order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
     large: list[list[int]] = []
     small: list[list[int]] = []
     batch: list[int] = []
     batch_bytes = 0
     for i in order:
-        if sizes[i] >= BATCH_BYTES:
+        if sizes[i] >= CHUNK:
             large.append([i])
             continue
         batch.append(i)
