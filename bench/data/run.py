@@ -50,6 +50,23 @@ GOALS = [
     Goal("pull, empty cache and workspace", "pull", 3.0),
 ]
 
+# Rows of context beside push and pull: (label, the side's result field, ratio shown, note).
+CPU_CONTEXT = [
+    (
+        "S3 server CPU during",
+        "server_cpu",
+        True,
+        "SeaweedFS user + system time, median of the runs; it shares the cores with the client",
+    ),
+    (
+        "CPU taken by the host during",
+        "stolen_cpu",
+        False,
+        "steal time of both cores (/proc/stat), median of the runs: other virtual machines' "
+        "work, not either tool's",
+    ),
+]
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -156,27 +173,10 @@ def make_rows(results: dict[str, Any], quick: bool, repeats: int, transfers: int
         note="keel data status with a default remote; dvc status --cloud",
     )
     rows.append(extra)
-    for step in ("push", "pull"):
-        rows.append(
-            Row(
-                f"S3 server CPU during {step}",
-                _median_of(keel, "server_cpu", step),
-                _median_of(dvc, "server_cpu", step),
-                note="SeaweedFS user + system time, median of the runs; it shares the cores "
-                "with the client",
-            )
-        )
-    for step in ("push", "pull"):
-        rows.append(
-            Row(
-                f"CPU taken by the host during {step}",
-                _median_of(keel, "stolen_cpu", step),
-                _median_of(dvc, "stolen_cpu", step),
-                note="steal time of both cores (/proc/stat), median of the runs: other "
-                "virtual machines' work, not either tool's",
-                compared=False,
-            )
-        )
+    for label, key, compared, note in CPU_CONTEXT:
+        for step in ("push", "pull"):
+            keel_cpu, dvc_cpu = (_median_of(side, key, step) for side in (keel, dvc))
+            rows.append(Row(f"{label} {step}", keel_cpu, dvc_cpu, note=note, compared=compared))
     for tool, side in (("keel", keel), ("dvc", dvc)):
         error = side if isinstance(side, str) else (side or {}).get("error")
         if error:
