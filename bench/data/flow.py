@@ -109,8 +109,7 @@ def run(
     steps = ("add", "status", "push", "pull", "remote_status")
     result["commands"] = {step: " ".join(getattr(tool, step)) for step in steps}
     try:
-        counts = (repeats, transfer_repeats)
-        _steps(tool, dataset, manifest, remote, counts, result, server_pid)
+        _steps(tool, dataset, manifest, remote, result, server_pid)
     except BenchError as exc:
         log(f"{tool.name}: {str(exc).splitlines()[0]}")
         result["error"] = str(exc)
@@ -122,11 +121,11 @@ def _steps(
     dataset: Path,
     manifest: dict[str, Any],
     remote: Remote,
-    counts: tuple[int, int],
     result: dict[str, Any],
     server_pid: int | None,
 ) -> None:
-    repeats, transfers = counts
+    """Runs the steps, filling ``result`` (which already says how often to repeat them)."""
+    repeats, transfers = result["repeats"], result["transfer_repeats"]
     repo = _fresh_repo(tool, dataset)
     server = _ServerCpu(server_pid)
     env = {**os.environ, **tool.env}
