@@ -71,15 +71,22 @@ CPU_CONTEXT = [
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="36 MB of data, a smoke run")
-    parser.add_argument("--repeats", type=int, default=5, help="runs of re-add and status")
+    parser.add_argument("--repeats", type=_runs, default=5, help="runs of re-add and status")
     parser.add_argument(
-        "--transfer-repeats", type=int, default=3, help="runs of push and pull (best counts)"
+        "--transfer-repeats", type=_runs, default=3, help="runs of push and pull (best counts)"
     )
     parser.add_argument("--only", action="append", choices=TOOLS, help="run this side only")
     parser.add_argument("--dvc-python", default=str(CACHE_DIR / "dvc-venv/bin/python"))
     parser.add_argument("--keel-python", default=sys.executable)
     parser.add_argument("--results", type=Path, default=RESULTS)
     return parser.parse_args(argv)
+
+
+def _runs(text: str) -> int:
+    """A number of runs: at least one (a step timed zero times has no figure)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of runs of 1 or more")
+    return int(text)
 
 
 def run_sides(args: argparse.Namespace, data_set: Path) -> dict[str, Any]:
