@@ -6,7 +6,7 @@ or with another environment's interpreter, without relying on a script on PATH.
 
 from __future__ import annotations
 
-from keel.cli.main import run
+from keel.cli.entry import run
 
 if __name__ == "__main__":
     run()

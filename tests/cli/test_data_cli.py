@@ -21,11 +21,8 @@ def cli(
     sqlite_project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[Project]:
     """The CLI working in the test project (cwd inside it), with the data commands."""
-    from keel.cli import data, output
-    from keel.cli import main as root
+    from keel.cli import output
 
-    if not any(group.name == "data" for group in root.app.registered_groups):
-        root.app.add_typer(data.app, name="data")  # until the lead registers it in main.py
     for name in list(os.environ):
         if name.startswith("KEEL_"):
             monkeypatch.delenv(name)

@@ -213,11 +213,8 @@ def test_local_remote_layout_matches_the_cache(tmp_path: Path) -> None:
 @pytest.fixture
 def cli(sqlite_project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Project:
     """The CLI in a project whose default remote is a local folder (cwd inside it)."""
-    from keel.cli import data, output
-    from keel.cli import main as root
+    from keel.cli import output
 
-    if not any(group.name == "data" for group in root.app.registered_groups):
-        root.app.add_typer(data.app, name="data")  # until the lead registers it in main.py
     for name in list(os.environ):
         if name.startswith("KEEL_"):
             monkeypatch.delenv(name)

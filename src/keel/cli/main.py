@@ -5,38 +5,47 @@
 from __future__ import annotations
 
 import sys
+from functools import cache
+from importlib import import_module
+from typing import Any
 
 import click
 import typer
 
-from keel.cli import (
-    data,
-    demo,
-    deploy,
-    deploy_control,
-    features,
-    features_skew,
-    features_store,
-    lineage,
-    loadtest,
-    models,
-    project_cmds,
-    reproduce,
-    runs,
-    serve,
-    training,
+# Command groups: name -> (the modules that make it, help). The first module's `app` is the
+# group; each further module adds commands to it with `register(app)`. Imported only when the
+# group is run or the full app is built: `keel data status` (git hooks run it) then loads the
+# data commands alone, not serving's or deployment's modules.
+_GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
+    "runs": (("runs",), "Browse, search and compare tracked runs."),
+    "models": (("models",), "The model registry: versions, aliases, states."),
+    "data": (("data",), "Version data: add, status, push, pull, checkout, gc."),
+    "features": (
+        ("features", "features_store", "features_skew"),
+        "Feature store: apply, list, show, diff, materialize, get-online.",
+    ),
+}
+# Commands on the root app (each module's `register(app)`), in the order `keel --help` lists them.
+_ROOT_COMMANDS = (
+    "project_cmds",
+    "demo",
+    "lineage",
+    "training",
+    "reproduce",
+    "serve",
+    "loadtest",
+    "deploy",
 )
 
-# Command groups: (name, sub-app, help). Registered on the full app below, and alone on the
-# small app `_app_for` runs for `keel GROUP ...`.
-_GROUPS = {
-    "runs": (runs.app, "Browse, search and compare tracked runs."),
-    "models": (models.app, "The model registry: versions, aliases, states."),
-    "data": (data.app, "Version data: add, status, push, pull, checkout, gc."),
-    "features": (features.app, "Feature store: apply, list, show, diff, materialize, get-online."),
-}
-features_store.register(features.app)
-features_skew.register(features.app)
+
+@cache
+def _group(name: str) -> typer.Typer:
+    """Group ``name``'s sub-app, its commands registered once however often it is asked for."""
+    first, *more = (import_module(f"keel.cli.{module}") for module in _GROUPS[name][0])
+    for module in more:
+        module.register(first.app)
+    group: typer.Typer = first.app
+    return group
 
 
 def _root(
@@ -55,30 +64,34 @@ def _new_app(groups: list[str]) -> typer.Typer:
     )
     new.callback()(_root)
     for name in groups:
-        sub_app, text = _GROUPS[name]
-        new.add_typer(sub_app, name=name, help=text)
+        new.add_typer(_group(name), name=name, help=_GROUPS[name][1])
     return new
 
 
-app = _new_app(list(_GROUPS))
-project_cmds.register(app)
-demo.register(app)
-lineage.register(app)
-training.register(app)
-reproduce.register(app)
-serve.register(app)
-loadtest.register(app)
-deploy.register(app)
-deploy_control.register(deploy.app)
+@cache
+def _full_app() -> typer.Typer:
+    full = _new_app(list(_GROUPS))
+    for name in _ROOT_COMMANDS:
+        import_module(f"keel.cli.{name}").register(full)
+    import_module("keel.cli.deploy_control").register(import_module("keel.cli.deploy").app)
+    return full
+
+
+def __getattr__(name: str) -> Any:
+    # `app`, the full app, is built on first use (tests and embedders import it).
+    if name == "app":
+        return _full_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _app_for(args: list[str]) -> typer.Typer:
     """The app to run ``args``: for ``keel GROUP ...`` one holding that group alone, since typer
     builds every command it holds on each run (about 70 ms for all of Keel's, on the path of
-    git hooks and `keel data status`); otherwise the full app."""
+    git hooks and `keel data status`) and the other groups' modules need not be imported;
+    otherwise the full app."""
     if args and args[0] in _GROUPS:
         return _new_app([args[0]])
-    return app
+    return _full_app()
 
 
 state: dict[str, bool] = {"debug": False}
@@ -109,7 +122,3 @@ def main(argv: list[str] | None = None) -> int:
             show()
         return int(getattr(exc, "exit_code", 2))
     return code if isinstance(code, int) else 0
-
-
-def run() -> None:
-    sys.exit(main())
