@@ -10,7 +10,6 @@ with the server's endpoint and credentials as fsspec (s3fs) options, made the de
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,13 +38,8 @@ def keel_tool() -> Tool:
 
 
 def _keel_data_command() -> list[str]:
-    """`keel data` once cli/main.py registers it; until then the same typer app called
-    directly (the same code, the same interpreter start-up)."""
-    keel = str(Path(sys.executable).parent / "keel")
-    probe = subprocess.run([keel, "data", "--help"], capture_output=True, check=False)
-    if probe.returncode == 0:
-        return [keel, "data"]
-    return [sys.executable, "-c", "from keel.cli.data import app; app()"]
+    """`keel data` as a user runs it: the console script beside this interpreter."""
+    return [str(Path(sys.executable).parent / "keel"), "data"]
 
 
 def _version() -> str:
