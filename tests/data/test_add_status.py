@@ -363,10 +363,10 @@ def test_a_file_changed_after_hashing_is_refused_and_its_object_dropped(
     real_add_file = DataCache.add_file
 
     def add_then_rewrite(
-        self: DataCache, src: Path, sha: str, size: int, data: bytes | None = None
+        self: DataCache, src: str | Path, sha: str, size: int, data: bytes | None = None
     ) -> object:
         stored = real_add_file(self, src, sha, size, data)
-        if src == victim:
+        if Path(src) == victim:
             victim.write_bytes(bytes(len(images["cats/3.png"])))  # other bytes, same size
             stamp = victim.stat().st_mtime + 5
             os.utime(victim, (stamp, stamp))

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from keel.core.hashing import sha256_bytes, sha256_file
 from keel.data.direct_io import DirectWriter
-from keel.data.links import Linker, changed_while_added, write_all
+from keel.data.links import Linker, StrPath, changed_while_added, write_all
 from keel.data.manifest import is_sha256
 from keel.errors import ArtifactCorruptedError, InvalidInputError, NotFoundError, StoreError
 
@@ -54,6 +54,9 @@ class DataCache:
 
     def __init__(self, root: Path, links: Sequence[str] = ("reflink", "copy")) -> None:
         self.root = Path(root)
+        # Plain strings where each of ten thousand files added costs path work: building and
+        # testing a Path per object took 13 µs, the same with strings 3 µs.
+        self._objects = os.path.join(self.root, "objects")
         self.linker = Linker(links)
         self.links = self.linker.links
         self._dirs: set[str] = set()
@@ -145,16 +148,16 @@ class DataCache:
         self._ensure_dir(temp)
         return temp / f"{hint[:16]}.{os.getpid()}.{os.urandom(6).hex()}"
 
-    def _ensure_dir(self, folder: Path) -> None:
+    def _ensure_dir(self, folder: StrPath) -> None:
         # Ten thousand objects share 256 folders: create each once per process, not per object.
-        key = str(folder)
+        key = os.fspath(folder)
         if key not in self._dirs:
-            folder.mkdir(parents=True, exist_ok=True)
+            os.makedirs(key, exist_ok=True)
             self._dirs.add(key)
 
     # -- writing -------------------------------------------------------------------------
     def add_file(
-        self, src: Path, sha256: str, size: int, data: bytes | None = None
+        self, src: StrPath, sha256: str, size: int, data: bytes | None = None
     ) -> os.stat_result | None:
         """Store the file ``src`` (already hashed to ``sha256``/``size``) as an object and
         return the object's stat; None when the object was already there. Never leaves a
@@ -164,12 +167,15 @@ class DataCache:
         otherwise it is cloned (reflink) or copied — from ``data``, the bytes just hashed,
         when the caller has them and a copy is what would be made.
         """
-        target = self.path_of(sha256)
-        if target.is_file():
+        if not is_sha256(sha256):
+            self.path_of(sha256)  # raises the error for a malformed hash
+        folder = f"{self._objects}/{sha256[:2]}"
+        target = f"{folder}/{sha256[2:]}"
+        if os.path.isfile(target):
             return None
         # An unnamed file in the object's own folder: threads storing many files at once do
         # not all wait on one temporary folder's lock.
-        self._ensure_dir(target.parent)
+        self._ensure_dir(folder)
         try:
             stored = self.linker.store_unnamed(src, target, size, data)
         except FileExistsError:
@@ -185,7 +191,6 @@ class DataCache:
             )
             if st.st_size != size:
                 raise changed_while_added(src, st.st_size, size)
-            self._ensure_dir(target.parent)
             os.replace(temp, target)
         except BaseException as exc:
             temp.unlink(missing_ok=True)
@@ -199,7 +204,7 @@ class DataCache:
             st = os.stat(target)
         return st
 
-    def direct_writer(self, src: Path, size: int) -> DirectWriter | None:
+    def direct_writer(self, src: StrPath, size: int) -> DirectWriter | None:
         """Somewhere to write a large file's bytes as they are hashed (keel.data.direct_io),
         then `publish`; None where the file is small, or the cache would not copy it (a hard
         link or a reflink configured and working), or direct I/O is unavailable."""

@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from keel.data.links import StrPath
 
 CHUNK = 1 << 20
 BATCH_BYTES = 8 << 20  # files under CHUNK are grouped into tasks of about this many bytes
@@ -38,7 +40,7 @@ class Sink(Protocol):
 
 
 def hash_file(
-    path: Path, progress: Progress | None = None, sink: Sink | None = None
+    path: StrPath, progress: Progress | None = None, sink: Sink | None = None
 ) -> tuple[str, int]:
     """sha256 and size of one file, read in 1 MiB chunks (or into ``sink``'s buffers, each
     block handed to it once hashed).
@@ -65,7 +67,7 @@ def hash_file(
     return digest.hexdigest(), size
 
 
-def _hash_into(path: Path, progress: Progress | None, sink: Sink) -> tuple[str, int]:
+def _hash_into(path: StrPath, progress: Progress | None, sink: Sink) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb", buffering=0) as f:
@@ -81,7 +83,7 @@ def _hash_into(path: Path, progress: Progress | None, sink: Sink) -> tuple[str, 
                 progress(n)
 
 
-def _read_small(path: Path) -> bytes:
+def _read_small(path: StrPath) -> bytes:
     # One read is faster than a chunk loop for files well under a chunk, and a bare file
     # descriptor skips what a file object costs (an fstat, a seek) on 10,000s of files.
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -95,7 +97,7 @@ def _read_small(path: Path) -> bytes:
 
 
 def hash_files(
-    paths: Sequence[Path],
+    paths: Sequence[StrPath],
     sizes: Sequence[int] | None = None,
     *,
     jobs: int | None = None,

@@ -14,8 +14,11 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 from keel.errors import InvalidInputError, StoreError
+
+StrPath: TypeAlias = "str | os.PathLike[str]"  # where a plain string saves a Path's cost
 
 LINK_TYPES = ("reflink", "hardlink", "copy")
 FICLONE = 0x40049409  # Linux ioctl: clone a file's extents (btrfs, xfs, bcachefs, ...)
@@ -42,7 +45,7 @@ class Linker:
         self._reflink_works: bool | None = None  # learned on first try
         self._tmpfile_works: bool | None = None  # likewise for unnamed files (O_TMPFILE)
 
-    def publish_unnamed(self, target: Path, data: bytes | memoryview) -> bool:
+    def publish_unnamed(self, target: StrPath, data: bytes | memoryview) -> bool:
         """Write ``data`` into an unnamed read-only file in ``target``'s folder and name it
         ``target`` once complete. False where that cannot be done here (the caller then uses
         a temporary name)."""
@@ -73,7 +76,7 @@ class Linker:
             return None
 
     def store_unnamed(
-        self, src: Path, target: Path, size: int, data: bytes | None = None
+        self, src: StrPath, target: StrPath, size: int, data: bytes | None = None
     ) -> os.stat_result | None:
         """``target`` as a read-only unnamed clone or copy of ``src``, named once complete and
         only if it holds ``size`` bytes; its stat, or None to take the temporary-name path (no
@@ -85,7 +88,7 @@ class Linker:
         stats: list[os.stat_result] = []
 
         def fill(fd: int) -> str | None:
-            if data is not None and self.copies(src, target.parent):
+            if data is not None and self.copies(src, os.path.dirname(target)):
                 write_all(fd, data)
                 made: str | None = "copy"
             else:
@@ -98,7 +101,7 @@ class Linker:
 
         return stats[0] if self._unnamed(target, 0o444, fill) is not None else None
 
-    def _unnamed(self, target: Path, mode: int, fill: Callable[[int], str | None]) -> str | None:
+    def _unnamed(self, target: StrPath, mode: int, fill: Callable[[int], str | None]) -> str | None:
         """Make ``target`` from an unnamed file (O_TMPFILE) in its folder that ``fill``
         writes, named (linkat) only once complete; what ``fill`` returned, or None when
         unnamed files do not work here or ``fill`` gave up. FileExistsError when ``target``
@@ -106,7 +109,7 @@ class Linker:
         if self._tmpfile_works is False:
             return None
         try:
-            fd = os.open(target.parent, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
+            fd = os.open(os.path.dirname(target), os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
         except (AttributeError, OSError):
             self._tmpfile_works = False
             return None
@@ -140,7 +143,7 @@ class Linker:
             return None
         return None
 
-    def copies(self, src: Path | None, folder: Path) -> bool:
+    def copies(self, src: StrPath | None, folder: StrPath) -> bool:
         """Whether a file made in ``folder`` from ``src`` (None: from any file there) would be
         a copy of its bytes (not a hard link, not a reflink). Whether reflinks work here is
         learned, if not yet known, by cloning ``src`` (or a one-block probe file) into an
@@ -156,9 +159,9 @@ class Linker:
                 return False
         return False
 
-    def _probe_reflink(self, src: Path | None, folder: Path) -> None:
+    def _probe_reflink(self, src: StrPath | None, folder: StrPath) -> None:
         if src is None:
-            probe = folder / f".reflink-probe-{os.getpid()}-{threading.get_ident()}"
+            probe = Path(folder) / f".reflink-probe-{os.getpid()}-{threading.get_ident()}"
             try:
                 probe.write_bytes(bytes(4096))
                 self._probe_reflink(probe, folder)
@@ -191,7 +194,7 @@ class Linker:
         return True
 
     def materialize(
-        self, src: Path, dest: Path, mode: int, *, prefer_link: bool
+        self, src: StrPath, dest: Path, mode: int, *, prefer_link: bool
     ) -> tuple[str, os.stat_result]:
         """Make ``dest`` (which must not exist) from ``src``; copies get ``mode`` (masked by
         the umask). Returns the link type used and dest's stat."""
@@ -213,11 +216,12 @@ class Linker:
                     raise
                 last = exc
         raise StoreError(
-            f"none of the link types {list(self.links)} works from {src.parent} to {dest} "
+            f"none of the link types {list(self.links)} works from {os.path.dirname(src)} "
+            f"to {dest} "
             f"({last}); add 'copy' to data.link in keel.yaml"
         )
 
-    def _reflink(self, src: Path, dest: Path, mode: int) -> bool:
+    def _reflink(self, src: StrPath, dest: Path, mode: int) -> bool:
         if self._reflink_works is False:
             return False
         cloned = False
@@ -234,14 +238,14 @@ class Linker:
         return cloned
 
 
-def changed_while_added(src: Path, now: int, hashed: int) -> StoreError:
+def changed_while_added(src: StrPath, now: int, hashed: int) -> StoreError:
     return StoreError(
         f"{src} changed while it was being added ({now} bytes, hashed {hashed}); run "
         "`keel data add` again once it is no longer being written"
     )
 
 
-def name_unnamed(fd: int, target: Path) -> None:
+def name_unnamed(fd: int, target: StrPath) -> None:
     """Give the O_TMPFILE file ``fd`` the name ``target``: linkat(AT_SYMLINK_FOLLOW) on its
     /proc/self/fd link. A dir fd argument is what makes os.link call linkat with that flag
     (plain link() would link the /proc symlink itself); the absolute source ignores it."""
@@ -254,7 +258,7 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def copy_file(src: Path, dest: Path, mode: int) -> os.stat_result:
+def copy_file(src: StrPath, dest: Path, mode: int) -> os.stat_result:
     """Copy src to a new file dest created with ``mode``, in the kernel where it can
     (copy_file_range, else sendfile); returns dest's stat once written."""
     with open(src, "rb", buffering=0) as source:

@@ -36,10 +36,10 @@ class Hashed(Protocol):
     scanned path, its path, sha256, size, and the bytes hashed when the file was small
     enough to be read whole, else None)."""
 
-    def sink(self, name: str, path: Path, size: int, /) -> Sink | None: ...
+    def sink(self, name: str, path: str, size: int, /) -> Sink | None: ...
 
     def __call__(
-        self, name: str, path: Path, sha256: str, size: int, data: bytes | None, /
+        self, name: str, path: str, sha256: str, size: int, data: bytes | None, /
     ) -> None: ...
 
 
@@ -198,7 +198,7 @@ def _hash(
     hashed: Hashed | None,
 ) -> None:
     sizes = [listed[i][1].st_size for i in todo]
-    paths = [base / listed[i][0] for i in todo]
+    paths = [f"{base}/{listed[i][0]}" for i in todo]  # strings: a Path each costs 1.3 µs
     advance = counter(sum(sizes), progress)
 
     def then(j: int, sha: str, size: int, data: bytes | None) -> None:

@@ -137,7 +137,7 @@ class _EarlyStore:
         self._writers: dict[str, DirectWriter] = {}  # name -> its bytes, written as hashed
         self._lock = threading.Lock()
 
-    def sink(self, name: str, path: Path, size: int) -> DirectWriter | None:
+    def sink(self, name: str, path: str, size: int) -> DirectWriter | None:
         """A large file is written into the cache as it is read for hashing."""
         writer = self.cache.direct_writer(path, size)
         if writer is not None:
@@ -145,7 +145,7 @@ class _EarlyStore:
                 self._writers[name] = writer
         return writer
 
-    def __call__(self, name: str, path: Path, sha: str, size: int, data: bytes | None) -> None:
+    def __call__(self, name: str, path: str, sha: str, size: int, data: bytes | None) -> None:
         with self._lock:
             writer = self._writers.pop(name, None)
             claimed = sha in self._claimed
@@ -174,7 +174,7 @@ def _store(
 ) -> None:
     base = root / rel if found.kind == "dir" else (root / rel).parent
     for name, (sha, _) in early.items():
-        _unchanged_since_scan(base / name, found.stats[name], sha, cache, rel)
+        _unchanged_since_scan(f"{base}/{name}", found.stats[name], sha, cache, rel)
     stats.record_objects(early.values(), trusted=True)
     lacking = missing_objects(cache, stats, found.sha256, lambda: {found.sha256, *found.hashes})
     if not lacking:
@@ -188,7 +188,7 @@ def _store(
     todo = list(unique.values())
 
     def store(entry_name: str, sha: str, size: int) -> tuple[str, os.stat_result] | None:
-        source = base / entry_name
+        source = f"{base}/{entry_name}"
         stored = cache.add_file(source, sha, size)
         if stored is None:
             return None
@@ -210,7 +210,7 @@ def _store(
 
 
 def _unchanged_since_scan(
-    source: Path, scanned: os.stat_result, sha: str, cache: DataCache, rel: str
+    source: str, scanned: os.stat_result, sha: str, cache: DataCache, rel: str
 ) -> None:
     """Refuse (and drop the object) when ``source`` changed after it was hashed: the object
     may not hold the bytes its name says."""
