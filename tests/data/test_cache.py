@@ -261,6 +261,38 @@ def test_parallel_hashing_matches_hashlib(blobs: list[bytes], jobs: int) -> None
         assert told == whole  # the bytes of each file read whole, none of the others
 
 
+@given(st.lists(st.tuples(st.binary(max_size=3000), st.sampled_from([0, 0, -1, 1, 700]))))
+def test_a_small_file_of_the_size_expected_is_read_once_any_other_to_its_end(
+    changes: list[tuple[bytes, int]],
+) -> None:
+    import tempfile
+
+    # Each file's size as a stat made earlier saw it: the same, or since changed by a few bytes.
+    files = [(blob, max(0, len(blob) - change)) for blob, change in changes]
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
+        paths = [Path(folder, str(i)) for i in range(len(files))]
+        for path, (blob, _) in zip(paths, files, strict=True):
+            path.write_bytes(blob)
+        reads: list[int] = []
+        real_read = os.read
+
+        def read(fd: int, n: int) -> bytes:
+            reads.append(fd)
+            return real_read(fd, n)
+
+        patch.setattr(os, "read", read)
+        got = hash_files(paths, [expected for _, expected in files], jobs=1)
+        patch.undo()
+        assert got == [(sha(blob), len(blob)) for blob, _ in files]
+        # One read asking for a byte more than expected; when it brings another count, reads
+        # to the end (the rest, if any, then an empty read).
+        want = sum(
+            1 if len(blob) == expected else 2 if len(blob) <= expected + 1 else 3
+            for blob, expected in files
+        )
+        assert len(reads) == want
+
+
 def test_small_files_are_hashed_on_one_thread_beside_the_large_files_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
