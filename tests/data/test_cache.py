@@ -210,8 +210,14 @@ def test_missing_objects_and_bad_names(cache: DataCache, tmp_path: Path) -> None
         cache.read_bytes("ab" * 32)
     with pytest.raises(NotFoundError):
         cache.link_to("ab" * 32, tmp_path / "x")
-    with pytest.raises(InvalidInputError, match="not a sha256"):
-        cache.path_of("../../etc/passwd")
+    for bad in ("../../etc/passwd", "AB" * 32, "ab" * 31):
+        with pytest.raises(InvalidInputError, match="not a sha256"):
+            cache.path_of(bad)
+        with pytest.raises(InvalidInputError, match="not a sha256"):
+            cache.file_of(bad)
+        with pytest.raises(InvalidInputError, match="not a sha256"):
+            cache.add_file(tmp_path / "x", bad, 0)
+    assert cache.file_of("ab" * 32) == str(cache.path_of("ab" * 32))
     with pytest.raises(InvalidInputError, match=r"data\.link"):
         DataCache(tmp_path, ["symlink"])
 

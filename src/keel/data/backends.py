@@ -28,7 +28,7 @@ ATOMIC_PUT = frozenset({"gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"})
 INSTALL_HINT = {"gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
 
 
-def corrupted_source(sha256: str, src: Path) -> ArtifactCorruptedError:
+def corrupted_source(sha256: str, src: str | Path) -> ArtifactCorruptedError:
     """The error for a cache object whose bytes no longer match its name (found on upload)."""
     return ArtifactCorruptedError(
         f"data cache object {sha256} ({src}) is corrupted (its bytes hash differently), so it "

@@ -133,7 +133,7 @@ def build(
     objects: dict[str, tuple[int, int]] = {}
     offset = 0
     for sha in members:
-        path = cache.path_of(sha)
+        path = cache.file_of(sha)
         part = view[offset : offset + sizes[sha]]
         if _read_into(path, part) != len(part) or hashlib.sha256(part).hexdigest() != sha:
             raise corrupted_source(sha, path)
@@ -143,7 +143,7 @@ def build(
     return view[:offset], PackIndex(digest.hexdigest(), offset, objects)
 
 
-def _read_into(path: Path, part: memoryview) -> int:
+def _read_into(path: str, part: memoryview) -> int:
     """Fill ``part`` from the start of file ``path``; the bytes read (fewer at its end)."""
     fd = os.open(path, os.O_RDONLY)
     try:

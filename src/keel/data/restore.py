@@ -292,13 +292,13 @@ def _verify(cache: DataCache, stats: StatCache, hashes: set[str], jobs: int | No
     unchanged before; a mismatch is refused before anything is written."""
     todo: list[tuple[str, os.stat_result]] = []
     for sha in sorted(hashes):
-        st = os.stat(cache.path_of(sha))
+        st = os.stat(cache.file_of(sha))
         if not stats.object_verified(sha, st):
             todo.append((sha, st))
     if not todo:
         return
     found = hash_files(
-        [cache.path_of(s) for s, _ in todo], [st.st_size for _, st in todo], jobs=jobs
+        [cache.file_of(s) for s, _ in todo], [st.st_size for _, st in todo], jobs=jobs
     )
     for (sha, _), (digest, _) in zip(todo, found, strict=True):
         if digest != sha:
