@@ -81,7 +81,7 @@ class DataCache:
         return self.root / "packs"
 
     def has(self, sha256: str) -> bool:
-        return self.path_of(sha256).is_file()
+        return os.path.isfile(self.file_of(sha256))
 
     def present(self, hashes: Iterable[str]) -> set[str]:
         """The subset of ``hashes`` held in the cache. Many hashes are answered by listing
@@ -89,11 +89,10 @@ class DataCache:
         wanted = set(hashes)
         if len(wanted) < LIST_THRESHOLD:
             return {sha for sha in wanted if self.has(sha)}
-        base = os.path.join(self.root, "objects")
         found: set[str] = set()
         for prefix in {sha[:2] for sha in wanted}:
             try:
-                names = os.listdir(os.path.join(base, prefix))
+                names = os.listdir(os.path.join(self._objects, prefix))
             except FileNotFoundError:
                 continue
             found.update(prefix + name for name in names)
@@ -116,7 +115,7 @@ class DataCache:
         the prefix folders' inodes and modification times (a folder's mtime changes with its
         entries). None while a folder changed too recently to trust its mtime (same clock
         tick). Costs one stat per prefix folder."""
-        base = os.path.join(self.root, "objects")
+        base = self._objects
         try:
             prefixes = sorted(os.listdir(base))
         except FileNotFoundError:

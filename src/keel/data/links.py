@@ -217,8 +217,7 @@ class Linker:
                 last = exc
         raise StoreError(
             f"none of the link types {list(self.links)} works from {os.path.dirname(src)} "
-            f"to {dest} "
-            f"({last}); add 'copy' to data.link in keel.yaml"
+            f"to {dest} ({last}); add 'copy' to data.link in keel.yaml"
         )
 
     def _reflink(self, src: StrPath, dest: Path, mode: int) -> bool:
