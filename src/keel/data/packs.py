@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,15 @@ PACK_BYTES = 32 << 20  # a pack closes once it holds this much
 BUFFER_BYTES = PACK_BYTES + PACK_OBJECT_LIMIT  # holds any pack `plan` makes
 READ_GAP = 1 << 20  # wanted objects this close together in a pack are read in one request
 READ_BYTES = 64 << 20  # the most one ranged read asks for
+
+Buffer = bytearray | mmap.mmap  # what a pack is built in or a range of one read into
+
+
+def new_buffer() -> mmap.mmap:
+    """A zeroed buffer of BUFFER_BYTES, from anonymous memory: the kernel fills its pages
+    in as they are first written (by the read that fills them, off the event loop), where
+    bytearray(BUFFER_BYTES) would write all 33 MB on the spot, holding the GIL."""
+    return mmap.mmap(-1, BUFFER_BYTES)
 
 
 @dataclass(frozen=True)
@@ -121,12 +131,12 @@ def plan(candidates: Iterable[str], sizes: Mapping[str, int]) -> list[list[str]]
 
 
 def build(
-    cache: DataCache, members: list[str], sizes: Mapping[str, int], buffer: bytearray
+    cache: DataCache, members: list[str], sizes: Mapping[str, int], buffer: Buffer
 ) -> tuple[memoryview, PackIndex]:
     """The bytes and index of a pack of ``members``, each read from the cache into ``buffer``
-    (reused from pack to pack: a fresh one costs a page fault per 4 KB) and checked against
-    its name on the way, so a damaged cache object is never pushed. A larger pack than
-    ``buffer`` holds gets a buffer of its own."""
+    (a new_buffer, reused from pack to pack: a fresh one costs a page fault per 4 KB) and
+    checked against its name on the way, so a damaged cache object is never pushed. A larger
+    pack than ``buffer`` holds gets a buffer of its own."""
     total = sum(sizes[sha] for sha in members)
     view = memoryview(buffer if total <= len(buffer) else bytearray(total))
     digest = hashlib.sha256()

@@ -235,12 +235,12 @@ class _PackBuffers:
 
     def __init__(self, count: int) -> None:
         self._gate = asyncio.Semaphore(count)
-        self._free: list[bytearray] = []
+        self._free: list[packs.Buffer] = []
 
     @contextlib.asynccontextmanager
-    async def lend(self) -> AsyncIterator[bytearray]:
+    async def lend(self) -> AsyncIterator[packs.Buffer]:
         async with self._gate:
-            buffer = self._free.pop() if self._free else bytearray(packs.BUFFER_BYTES)
+            buffer = self._free.pop() if self._free else packs.new_buffer()
             yield buffer
             # Not after a failure: a worker thread may still be reading a pack into it.
             self._free.append(buffer)
