@@ -224,3 +224,92 @@ def test_a_proxy_or_tls_keeps_the_s3_client_on_aiohttp(monkeypatch: pytest.Monke
     assert tls._direct_to is None
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
     assert _object_client(9000)._direct_to is None
+
+
+LISTING = (
+    b'<?xml version="1.0" encoding="UTF-8"?>'
+    b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+    b"<Contents><Key>p/a</Key><Size>3</Size>"
+    b"<LastModified>2026-01-02T03:04:05+00:00</LastModified></Contents>"
+    b"<Contents><Key>p/b</Key><Size>5</Size></Contents>"
+    b"<IsTruncated>true</IsTruncated><NextContinuationToken>t/1</NextContinuationToken>"
+    b"</ListBucketResult>"
+)
+
+
+def test_over_plain_http_listings_go_raw_and_aiohttp_waits_for_a_small_body() -> None:
+    """A listing page takes a raw connection; opening the client makes no aiohttp session —
+    the first small body (which aiohttp carries, on a kept-alive connection) does."""
+    heads: list[str] = []
+    bodies: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        heads.append(head)
+        if head.startswith("GET "):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(LISTING))
+            writer.write(LISTING)
+        else:
+            length = int(head.lower().split("content-length:")[1].split("\r\n")[0])
+            bodies.append(await reader.readexactly(length))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def run() -> tuple[Any, list[bool]]:
+        server, port = await _serve(handler)
+        client = _object_client(port)
+        await client.open()
+        made: list[bool] = []
+        try:
+            async with server:
+                made.append(client._session is not None)
+                page = await client.list_page("p/", 1000, token="t/0")
+                made.append(client._session is not None)
+                sha = hashlib.sha256(b"abc").hexdigest()
+                await client.put("p/c", b"abc", sha, 3, lambda n: None)
+                made.append(client._session is not None)
+        finally:
+            await client.close()
+        return page, made
+
+    page, made = asyncio.run(run())
+    assert made == [False, False, True]
+    assert page.objects == [("p/a", 3, 1767323045.0), ("p/b", 5, None)]
+    assert page.next_token == "t/1"
+    listing = heads[0]
+    assert listing.startswith("GET /bucket?continuation-token=t%2F0&list-type=2&max-keys=1000")
+    assert "&prefix=p%2F HTTP/1.1\r\n" in listing
+    assert "\r\nConnection: close\r\n" in listing
+    assert heads[1].startswith("PUT /bucket/p/c HTTP/1.1\r\n")
+    assert "Connection: close" not in heads[1]
+    assert bodies == [b"abc"]
+
+
+def test_a_refused_raw_listing_raises_the_servers_error() -> None:
+    from keel.data.s3http import S3ResponseError
+
+    refusal = b"<Error><Code>AccessDenied</Code><Message>no listing</Message></Error>"
+    calls: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        calls.append((await reader.readuntil(b"\r\n\r\n")).decode("latin-1"))
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n" % len(refusal))
+        writer.write(refusal)
+        await writer.drain()
+        writer.close()
+
+    async def run() -> None:
+        server, port = await _serve(handler)
+        client = _object_client(port)
+        await client.open()
+        try:
+            async with server:
+                await client.list_page("p/", 10)
+        finally:
+            await client.close()
+
+    with pytest.raises(S3ResponseError) as caught:
+        asyncio.run(run())
+    assert (caught.value.status, caught.value.code) == (403, "AccessDenied")
+    assert len(calls) == 1  # a refusal is not retried

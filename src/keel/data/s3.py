@@ -275,10 +275,8 @@ class S3Backend:
     async def _fast(self, request: Any, sha256: str | None, src: Body | None = None) -> Any:
         """Await an s3http request — about object ``sha256``, or a listing (None) —
         translating S3 error answers into Keel errors."""
-        import aiohttp
-
         from keel.data.remote import RemoteAccessError
-        from keel.data.s3http import S3ResponseError
+        from keel.data.s3http import S3ResponseError, client_errors
 
         try:
             return await request
@@ -298,7 +296,7 @@ class S3Backend:
             if exc.code in CORRUPT_CODES and src is not None:
                 raise _RefusedError(str(exc)) from None
             raise StoreError(f"{self.remote.describe()}: {exc}") from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except client_errors(TimeoutError) as exc:
             raise ConnectionError(f"Cannot connect to {self.remote.url}: {exc}") from exc
 
     async def delete(self, hashes: list[str]) -> None:

@@ -1,5 +1,5 @@
 """Raw HTTP/1.1 exchanges for keel.data.s3http: one PUT whose body the client does not copy,
-and one GET whose body lands in the caller's buffers.
+one GET whose body lands in the caller's buffers, and one GET read whole (a listing page).
 
 Uploading through aiohttp reads a cache file into Python block by block and writes each block
 to the socket, and an in-memory body gets copied into the transport's buffer: two copies of
@@ -66,8 +66,7 @@ async def put(
     other."""
     loop = asyncio.get_running_loop()
     sock = await asyncio.wait_for(_connect(host, port), CONNECT_TIMEOUT)
-    lines = [f"PUT {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
-    head = "\r\n".join([*lines, "Connection: close", "", ""]).encode("latin-1")
+    head = _request("PUT", target, headers)
     try:
         await asyncio.wait_for(loop.sock_sendall(sock, head), IO_TIMEOUT)
         if isinstance(body, Path):
@@ -101,8 +100,7 @@ async def get(
     cut-off body raises OSError."""
     loop = asyncio.get_running_loop()
     sock = await asyncio.wait_for(_connect(host, port), CONNECT_TIMEOUT)
-    lines = [f"GET {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
-    head = "\r\n".join([*lines, "Connection: close", "", ""]).encode("latin-1")
+    head = _request("GET", target, headers)
     try:
         async with asyncio.timeout(IO_TIMEOUT):
             await loop.sock_sendall(sock, head)
@@ -127,6 +125,27 @@ async def get(
         return answer
     finally:
         sock.close()
+
+
+async def fetch(host: str, port: int, target: str, headers: Mapping[str, str]) -> Answer:
+    """GET ``target`` from ``host:port``, the whole answer read into memory (a listing page:
+    a small body). A connection error raises OSError."""
+    loop = asyncio.get_running_loop()
+    sock = await asyncio.wait_for(_connect(host, port), CONNECT_TIMEOUT)
+    try:
+        await asyncio.wait_for(
+            loop.sock_sendall(sock, _request("GET", target, headers)), IO_TIMEOUT
+        )
+    except BaseException:
+        sock.close()
+        raise
+    return await _answer_on(sock, IO_TIMEOUT)
+
+
+def _request(method: str, target: str, headers: Mapping[str, str]) -> bytes:
+    """The head of a request that closes its connection after the answer."""
+    lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
+    return "\r\n".join([*lines, "Connection: close", "", ""]).encode("latin-1")
 
 
 class Region:
