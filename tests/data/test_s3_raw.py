@@ -313,3 +313,57 @@ def test_a_refused_raw_listing_raises_the_servers_error() -> None:
         asyncio.run(run())
     assert (caught.value.status, caught.value.code) == (403, "AccessDenied")
     assert len(calls) == 1  # a refusal is not retried
+
+
+def test_without_raw_connections_the_client_lists_and_sends_through_aiohttp(
+    tmp_path: Path,
+) -> None:
+    """Where raw connections are not used (TLS, a proxy), `open()` makes the aiohttp session
+    and listings and large bodies go through it — on kept-alive connections."""
+    from keel.data.s3http import STREAM_CHUNK
+
+    data = os.urandom(STREAM_CHUNK + 999)
+    src = tmp_path / "object"
+    src.write_bytes(data)
+    heads: list[str] = []
+    bodies: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not reader.at_eof():  # several requests per connection
+            try:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            except asyncio.IncompleteReadError:
+                break
+            heads.append(head)
+            if head.startswith("GET "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(LISTING))
+                writer.write(LISTING)
+            else:
+                length = int(head.lower().split("content-length:")[1].split("\r\n")[0])
+                bodies.append(await reader.readexactly(length))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def run() -> tuple[Any, bool]:
+        server, port = await _serve(handler)
+        client = _object_client(port)
+        client._direct_to = None  # as for an https endpoint or one behind a proxy
+        await client.open()
+        made = client._session is not None
+        try:
+            async with server:
+                page = await client.list_page("p/", 1000)
+                sha = hashlib.sha256(data).hexdigest()
+                await client.put("p/big", src, sha, len(data), lambda n: None)
+        finally:
+            await client.close()
+        return page, made
+
+    page, made = asyncio.run(run())
+    assert made
+    assert [key for key, _, _ in page.objects] == ["p/a", "p/b"]
+    assert heads[0].startswith("GET /bucket?list-type=2&max-keys=1000&prefix=p%2F HTTP/1.1")
+    assert all("Connection: close" not in head for head in heads)
+    assert heads[1].startswith("PUT /bucket/p/big HTTP/1.1\r\n")
+    assert bodies == [data]
