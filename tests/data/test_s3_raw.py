@@ -237,27 +237,38 @@ LISTING = (
 )
 
 
+def _listing_server(heads: list[str], bodies: list[bytes]) -> Handler:
+    """Answers each request on a connection until the client closes it: a GET with LISTING,
+    a PUT with 200 once its body (kept in ``bodies``) is read; every head goes to ``heads``."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            except asyncio.IncompleteReadError:  # the client closed the connection
+                break
+            heads.append(head)
+            if head.startswith("GET "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(LISTING))
+                writer.write(LISTING)
+            else:
+                length = int(head.lower().split("content-length:")[1].split("\r\n")[0])
+                bodies.append(await reader.readexactly(length))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    return handler
+
+
 def test_over_plain_http_listings_go_raw_and_aiohttp_waits_for_a_small_body() -> None:
     """A listing page takes a raw connection; opening the client makes no aiohttp session —
     the first small body (which aiohttp carries, on a kept-alive connection) does."""
     heads: list[str] = []
     bodies: list[bytes] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        heads.append(head)
-        if head.startswith("GET "):
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(LISTING))
-            writer.write(LISTING)
-        else:
-            length = int(head.lower().split("content-length:")[1].split("\r\n")[0])
-            bodies.append(await reader.readexactly(length))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
     async def run() -> tuple[Any, list[bool]]:
-        server, port = await _serve(handler)
+        server, port = await _serve(_listing_server(heads, bodies))
         client = _object_client(port)
         await client.open()
         made: list[bool] = []
@@ -328,25 +339,8 @@ def test_without_raw_connections_the_client_lists_and_sends_through_aiohttp(
     heads: list[str] = []
     bodies: list[bytes] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while not reader.at_eof():  # several requests per connection
-            try:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-            except asyncio.IncompleteReadError:
-                break
-            heads.append(head)
-            if head.startswith("GET "):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(LISTING))
-                writer.write(LISTING)
-            else:
-                length = int(head.lower().split("content-length:")[1].split("\r\n")[0])
-                bodies.append(await reader.readexactly(length))
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            await writer.drain()
-        writer.close()
-
     async def run() -> tuple[Any, bool]:
-        server, port = await _serve(handler)
+        server, port = await _serve(_listing_server(heads, bodies))
         client = _object_client(port)
         client._direct_to = None  # as for an https endpoint or one behind a proxy
         await client.open()
