@@ -118,6 +118,23 @@ def test_packs_built_one_after_another_in_one_buffer_hold_their_own_bytes(
             assert expected[offset : offset + size] == objects[sha]
 
 
+def test_a_new_buffer_is_zeroed_and_holds_packs_built_one_after_another(tmp_path: Path) -> None:
+    """The anonymous memory transfers lend (push builds packs in it): zeroed, BUFFER_BYTES
+    long, written through by the reads that fill it, reusable from pack to pack."""
+    buffer = packs.new_buffer()
+    assert len(buffer) == packs.BUFFER_BYTES
+    assert buffer[:4096] == bytes(4096)
+    assert buffer[-4096:] == bytes(4096)
+    cache = new_cache(tmp_path / "cache")
+    for sizes_list in ([5000, 1, 70_000], [3, 200_000]):
+        objects = fill(cache, sizes_list)
+        sizes = {sha: len(data) for sha, data in objects.items()}
+        body, index = packs.build(cache, list(objects), sizes, buffer)
+        expected = b"".join(objects.values())
+        assert bytes(body) == expected == buffer[: len(expected)]
+        assert index.sha256 == hashlib.sha256(expected).hexdigest()
+
+
 @pytest.mark.parametrize("damage", ["changed", "truncated"])
 def test_a_damaged_member_stops_its_pack(tmp_path: Path, damage: str) -> None:
     cache = new_cache(tmp_path / "cache")
